@@ -1,0 +1,58 @@
+# nnraw: the two commands a newcomer runs are `make demo` and `make test` (see README.md).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# torch==2.13.0 takes the CPU wheel that lies on these machines; any other spec pulls GB of CUDA wheels.
+TORCH_SPEC ?= torch==2.13.0
+BUILD_DEPS := pybind11 scikit-build-core ninja "cmake>=3.28"
+APT_PACKAGES := libimage-exiftool-perl darktable xvfb xauth debootstrap
+SAMPLE := samples/canon550d_colorchart_crop.dng
+
+.PHONY: demo test test-fast install system-deps dev bench clean
+
+$(VENV)/.deps-stamp: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "$(TORCH_SPEC)" $(BUILD_DEPS)
+	touch $@
+
+# Build and install nnraw (with its compiled ops) into the virtual environment.
+install: $(VENV)/.deps-stamp
+	$(PIP) install -q --no-build-isolation ".[test]"
+	$(PY) -m nnraw.ops
+
+# Debian packages the tests use: exiftool, darktable (4.2 on Debian 12), Xvfb, debootstrap (for the
+# Debian 13 chroot with GIMP 3 and darktable 5). Installed only where missing.
+system-deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+# The main job on the bundled sample raw.
+demo: install
+	mkdir -p out
+	$(VENV)/bin/nnraw convert "$(SAMPLE)" -o out/sample-nnraw.dng --preview out/sample-nnraw.png --overwrite
+	@echo "wrote out/sample-nnraw.dng (open it in darktable, Lightroom or RawTherapee) and out/sample-nnraw.png"
+
+# Everything: unit tests and the slow tier (real darktable/GIMP runs, training).
+test: install system-deps
+	$(PY) -m pytest -ra
+
+test-fast: install
+	$(PY) -m pytest -ra -m "not slow"
+
+# Development build: compiles the extension into python/nnraw/ for use with PYTHONPATH=python.
+dev:
+	cmake -S . -B build/dev -G Ninja -DPython_EXECUTABLE=$$(command -v $(PYTHON)) -DCMAKE_BUILD_TYPE=Release
+	cmake --build build/dev
+
+bench: install
+	$(PY) bench/ops.py
+
+clean:
+	rm -rf build out python/nnraw/_C*.so

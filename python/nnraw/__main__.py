@@ -1,0 +1,5 @@
+import sys
+
+from nnraw.cli import main
+
+sys.exit(main())

@@ -1,0 +1,62 @@
+"""The `nnraw` command line: the one interface that the darktable and GIMP adapters use.
+
+Each sub-command is declared here and carried out by the module that owns that step of the
+pipeline (imported lazily, so `nnraw --version` stays fast).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import nnraw
+
+
+def _add_info(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="show the build: torch, CUDA, compiled kernels, shipped models")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_run_info)
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    import json
+
+    from nnraw.ops._library import build_info, format_build_info
+
+    info = build_info()
+    print(json.dumps(info, indent=2) if args.json else format_build_info(info))
+    return 0
+
+
+def _add_convert(sub: argparse._SubParsersAction) -> None:
+    from nnraw.convert import add_arguments, run
+
+    p = sub.add_parser("convert", help="raw file(s) -> demosaiced, denoised linear DNG")
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nnraw",
+        description="Joint demosaicing and denoising of camera raw files; writes linear DNG.",
+    )
+    parser.add_argument("--version", action="version", version=f"nnraw {nnraw.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_info(sub)
+    _add_convert(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("nnraw: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
