@@ -10,7 +10,7 @@ BUILD_DEPS := pybind11 scikit-build-core ninja "cmake>=3.28"
 APT_PACKAGES := libimage-exiftool-perl darktable xvfb xauth debootstrap
 SAMPLE := samples/canon550d_colorchart_crop.dng
 
-.PHONY: demo test test-fast install system-deps dev bench clean
+.PHONY: demo test test-fast install system-deps dev bench clean cuda-check
 
 $(VENV)/.deps-stamp: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -56,3 +56,16 @@ bench: install
 
 clean:
 	rm -rf build out python/nnraw/_C*.so
+
+# Compile-only check of the CUDA kernels against the installed torch's headers (for machines with nvcc
+# but no CUDA torch/GPU): nvcc -c for sm_90 into build/cuda-check/. Not linked, not run.
+CUDA_ARCH ?= sm_90
+cuda-check:
+	@T=$$($(PY) -c "import torch, os; print(os.path.dirname(torch.__file__) + '/include')"); \
+	mkdir -p build/cuda-check/shim/c10/cuda/impl; \
+	test -f $$T/c10/cuda/impl/cuda_cmake_macros.h || printf '#pragma once\n#define C10_CUDA_BUILD_SHARED_LIBS\n' > build/cuda-check/shim/c10/cuda/impl/cuda_cmake_macros.h; \
+	for f in csrc/cuda/*.cu; do \
+	  echo "nvcc -c $$f (-arch=$(CUDA_ARCH))"; \
+	  nvcc -std=c++20 -c $$f -o build/cuda-check/$$(basename $$f).o -Ibuild/cuda-check/shim -I$$T -I$$T/torch/csrc/api/include -Icsrc \
+	    -arch=$(CUDA_ARCH) -D_GLIBCXX_USE_CXX11_ABI=1 -DNNRAW_WITH_CUDA=1 --expt-relaxed-constexpr --use_fast_math -Xcompiler -fPIC || exit 1; \
+	done; echo "all CUDA sources compile for $(CUDA_ARCH) (compile-only check)"
