@@ -235,7 +235,7 @@ def read_raw(path: str | Path) -> RawImage:
                     "nnraw needs a Bayer mosaic",
                 )
             if raw_pattern is None or num_colors == 1:
-                raise RawReadError(path, f"monochrome sensor (colours {num_colors}, CFA {raw_pattern}): nnraw needs a Bayer mosaic")
+                raise RawReadError(path, f"monochrome sensor ({num_colors} colour channel): nnraw needs a Bayer mosaic")
             if raw_pattern.shape == (6, 6):
                 raise RawReadError(path, "X-Trans (6x6 CFA) is not supported: nnraw needs a 2x2 Bayer mosaic")
             if raw_pattern.shape != (2, 2):
