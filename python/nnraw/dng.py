@@ -137,12 +137,11 @@ def _ifd0_tags(meta: DngMetadata, backward_version: tuple[int, ...]) -> list[tup
 def _quantise(rgb, dtype: str) -> np.ndarray:
     """Tensor/array [1, 3, H, W] or [3, H, W] in [0, 1] -> [H, W, 3] array of the stored dtype."""
     arr = rgb.detach().cpu().numpy() if hasattr(rgb, "detach") else np.asarray(rgb)
-    if arr.ndim == 4:
-        if arr.shape[0] != 1:
-            raise ValueError(f"write_linear_dng: rgb must have shape [1, 3, H, W] or [3, H, W], got {list(arr.shape)}")
+    shape = list(arr.shape)
+    if arr.ndim == 4 and arr.shape[0] == 1:
         arr = arr[0]
     if arr.ndim != 3 or arr.shape[0] != 3:
-        raise ValueError(f"write_linear_dng: rgb must have shape [1, 3, H, W] or [3, H, W], got {list(arr.shape)}")
+        raise ValueError(f"write_linear_dng: rgb must have shape [1, 3, H, W] or [3, H, W], got {shape}")
     arr = arr.transpose(1, 2, 0)
     if dtype == "uint16":
         out = np.empty(arr.shape, np.uint16)
@@ -193,6 +192,11 @@ def write_dng_file(path: str | Path, rgb, *, meta: DngMetadata, preview: np.ndar
         white, black = [65535] * 3, [0] * 3
         compression, predictor = None, None
     else:
+        try:
+            import imagecodecs  # noqa: F401 - tifffile's floating-point predictor lives there
+        except ImportError as exc:
+            raise RuntimeError("write_linear_dng: dtype 'float16' needs the imagecodecs package "
+                               "(deflate with the floating-point predictor); install it or use 'uint16'") from exc
         white, black = [1] * 3, [0] * 3
         compression, predictor = "zlib", 3
     image_tags = [
