@@ -125,3 +125,11 @@ def test_real_kodak_kdc():
     assert raw.make == "Eastman Kodak Company"
     assert raw.colour_matrix_source in ("libraw", "assumed-srgb")
     assert (path.stat().st_mtime_ns, path.read_bytes()) == before
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_survives_libraw(tmp_path, orientation):
+    src = write_bayer_dng(tmp_path / "o.dng", size=(32, 48), orientation=orientation)
+    raw = read_raw(src.path)
+    assert raw.orientation == orientation
+    np.testing.assert_array_equal(raw.mosaic, src.mosaic)        # pixels stay as stored
