@@ -2,7 +2,8 @@
 
     PYTHONPATH=python python bench/convert.py [--height 4000 --width 6000] [--keep DIR]
 
-The raw is the tests' synthetic scene (tests/dng_fixtures.py) tiled to the requested size, RGGB, 14-bit.
+The raw is the tests' synthetic scene (tests/dng_fixtures.py) tiled to the requested size, RGGB, 14-bit,
+with some Exif/XMP (exposure, ISO, lens, date, GPS, rating) for the metadata copy.
 The conversion runs in a child process (`python -m nnraw convert ... --json`), so its peak resident
 set size (RSS, from getrusage of the child) includes everything it allocated, imports included.
 """
@@ -44,6 +45,14 @@ def main() -> None:
         t0 = time.perf_counter()
         write_bayer_dng(src, pattern="RGGB", size=(tile_h, tile_w), black=(2048,) * 4, white=16383,
                         repeat=(args.height // tile_h, args.width // tile_w))
+        import pyexiv2
+
+        with pyexiv2.Image(str(src)) as img:  # a camera's worth of Exif/XMP, so copy_metadata has work to do
+            img.modify_exif({"Exif.Photo.ExposureTime": "1/60", "Exif.Photo.FNumber": "28/10",
+                             "Exif.Photo.ISOSpeedRatings": "6400", "Exif.Photo.LensModel": "Bench 35mm F2.8",
+                             "Exif.Photo.DateTimeOriginal": "2024:05:06 07:08:09",
+                             "Exif.GPSInfo.GPSLatitudeRef": "N", "Exif.GPSInfo.GPSLatitude": "48/1 51/1 2400/100"})
+            img.modify_xmp({"Xmp.xmp.Rating": "3"})
         made = time.perf_counter() - t0
         out = folder / "synthetic-24mp-nnraw.dng"
         cmd = [sys.executable, "-m", "nnraw", "convert", str(src), "-o", str(out), "--model", "none",
