@@ -84,6 +84,7 @@ def write_bayer_dng(
     active_area: tuple[int, int, int, int] | None = None,
     seed: int = 0,
     repeat: tuple[int, int] = (1, 1),
+    extra_tags: list[tuple] = (),
 ) -> SyntheticRaw:
     """Write an uncompressed uint16 Bayer CFA DNG (image in IFD0, as Magic Lantern writes them).
 
@@ -95,6 +96,8 @@ def write_bayer_dng(
             DNG's ActiveArea tag points at the visible part; the padding rows hold black.
         repeat: tile the scene (rows, columns) times: a cheap way to a large image (benchmarks);
             the visible size is then ``size * repeat``.
+        extra_tags: more tifffile extratags ``(code, type, count, value, True)``; one with the code of
+            a default tag replaces it.
     """
     h, w = size
     black_2x2 = np.asarray(black, dtype=np.float64).reshape(2, 2)
@@ -127,6 +130,8 @@ def write_bayer_dng(
     ]
     if active_area is not None:
         tags.append((50829, 4, 4, [top, left, top + h, left + w], True))  # ActiveArea
+    replaced = {t[0] for t in extra_tags}
+    tags = [t for t in tags if t[0] not in replaced] + list(extra_tags)
     with tifffile.TiffWriter(path) as tif:
         tif.write(stored, photometric=32803, subfiletype=0, extratags=sorted(tags), metadata=None, software=False)
     return SyntheticRaw(path=Path(path), scene=scene, mosaic=mosaic, pattern=pattern, black=black_2x2,

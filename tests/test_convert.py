@@ -297,3 +297,20 @@ def test_darktable_renders_real_raws(tmp_path, name):
     assert convert_file(shared_file(name), out).ok
     img = darktable_render(out, tmp_path)
     assert img.ndim == 3 and img.shape[0] > 100 and img.std() > 1
+
+
+def test_dual_illuminant_tags_reach_the_dng(tmp_path):
+    from test_raw import _srat
+
+    fm1 = np.array([[0.7, 0.2, 0.05], [0.3, 0.8, -0.1], [0.0, -0.1, 0.9]])
+    src = write_bayer_dng(tmp_path / "dual.dng", extra_tags=[
+        (50778, 3, 1, 17, True), (50779, 3, 1, 21, True), (50722, 10, 9, _srat(np.eye(3)), True),
+        (50964, 10, 9, _srat(fm1), True), (50965, 10, 9, _srat(fm1), True), (50730, 10, 1, _srat([-0.5]), True)])
+    out = tmp_path / "out.dng"
+    assert convert_file(src.path, out).ok
+    tags = exiftool_tags(out)
+    assert tags["IFD0:CalibrationIlluminant1"] == 17 and tags["IFD0:CalibrationIlluminant2"] == 21
+    np.testing.assert_allclose([float(v) for v in tags["IFD0:ColorMatrix2"].split()], np.eye(3).reshape(-1))
+    np.testing.assert_allclose([float(v) for v in tags["IFD0:ForwardMatrix1"].split()], fm1.reshape(-1))
+    assert "IFD0:ForwardMatrix2" in tags and tags["IFD0:BaselineExposure"] == -0.5
+    assert exiftool_warnings(out) == []

@@ -133,3 +133,39 @@ def test_every_exif_orientation_survives_libraw(tmp_path, orientation):
     raw = read_raw(src.path)
     assert raw.orientation == orientation
     np.testing.assert_array_equal(raw.mosaic, src.mosaic)        # pixels stay as stored
+
+
+XTRANS = [1, 1, 0, 1, 1, 2, 1, 1, 2, 1, 1, 0, 2, 0, 1, 0, 2, 1, 1, 1, 2, 1, 1, 0, 1, 1, 0, 1, 1, 2, 0, 2, 1, 2, 0, 1]
+
+
+def test_xtrans_is_refused(tmp_path):
+    src = write_bayer_dng(tmp_path / "xt.dng", size=(48, 72),
+                          extra_tags=[(33421, 3, 2, [6, 6], True), (33422, 1, 36, bytes(XTRANS), True)])
+    with pytest.raises(RawReadError, match=r"xt\.dng: X-Trans \(6x6 CFA\) is not supported"):
+        read_raw(src.path)
+
+
+def test_cygm_cfa_is_refused(tmp_path):
+    src = write_bayer_dng(tmp_path / "cygm.dng", size=(48, 72),
+                          extra_tags=[(33422, 1, 4, bytes([3, 1, 5, 4]), True), (50710, 1, 4, bytes([3, 4, 5, 1]), True)])
+    with pytest.raises(RawReadError, match=r"cygm\.dng: CFA pattern '\w{4}' .* is not an R/G/G/B Bayer pattern"):
+        read_raw(src.path)
+
+
+def _srat(values):
+    return [v for x in np.asarray(values, dtype=float).reshape(-1) for v in (int(round(x * 10000)), 10000)]
+
+
+def test_dual_illuminant_matrices_and_baseline_exposure(tmp_path):
+    cm2 = CANON_550D_MATRIX * 1.1
+    fm1 = np.array([[0.7, 0.2, 0.05], [0.3, 0.8, -0.1], [0.0, -0.1, 0.9]])
+    fm2 = fm1 * 0.95
+    src = write_bayer_dng(tmp_path / "dual.dng", extra_tags=[
+        (50778, 3, 1, 17, True), (50779, 3, 1, 21, True), (50722, 10, 9, _srat(cm2), True),
+        (50964, 10, 9, _srat(fm1), True), (50965, 10, 9, _srat(fm2), True), (50730, 10, 1, _srat([0.35]), True)])
+    raw = read_raw(src.path)
+    assert (raw.illuminant1, raw.illuminant2) == (17, 21)
+    np.testing.assert_allclose(raw.colour_matrix2, cm2, atol=1e-4)
+    np.testing.assert_allclose(raw.forward_matrix1, fm1, atol=1e-4)
+    np.testing.assert_allclose(raw.forward_matrix2, fm2, atol=1e-4)
+    assert raw.baseline_exposure == pytest.approx(0.35)
