@@ -176,6 +176,7 @@ def test_bad_input_fails_alone_in_a_batch(tmp_path, capsys, kind):
     assert re.search(reason, captured.err) and "1 of 3 file(s) failed" in captured.err
     assert sorted(p.name for p in out_dir.iterdir()) == ["first-nnraw.dng", "last-nnraw.dng"]
     assert temp_files(tmp_path) == []
+    assert all(exiftool_warnings(p) == [] for p in out_dir.iterdir())
 
 
 def test_folder_input_skips_non_raws_and_own_outputs(tmp_path, capsys):
