@@ -114,6 +114,37 @@ def block_statistics(mosaic: np.ndarray, pattern: str, block: int = 16,
                            np.concatenate(channels), np.concatenate(counts))
 
 
+def scene_block_statistics(mosaic: np.ndarray, pattern: str, block: int = 8,
+                           valid: np.ndarray | None = None, tolerance: float = 0.2) -> BlockStatistics:
+    """Block statistics from an ordinary photo: only blocks that look flat are kept.
+
+    A block counts as flat when three noise estimates agree within ``tolerance`` (in log): the
+    variance of horizontal and of vertical same-colour differences (/2), and the residual variance
+    after removing a fitted plane. Texture raises the first two unequally and the plane residual
+    more than the differences; pure white noise makes all three equal. Used to measure noise on
+    the ColorChecker patches of a real raw (docs/NOISE.md).
+    """
+    m = mosaic.astype(np.float64)
+    valid = np.ones(m.shape, bool) if valid is None else valid
+    yy, xx = np.mgrid[:block, :block]
+    design = np.stack([np.ones(block * block), yy.ravel(), xx.ravel()], 1)
+    ok_planes = [plane for _, plane in _planes(valid, pattern)]
+    parts = []
+    for k, (channel, plane) in enumerate(_planes(m, pattern)):
+        b = _blocks(plane, block)
+        vh = (b[:, :, 1:] - b[:, :, :-1]).reshape(len(b), -1).var(1, ddof=1) / 2
+        vv = (b[:, 1:, :] - b[:, :-1, :]).reshape(len(b), -1).var(1, ddof=1) / 2
+        flat = b.reshape(len(b), -1).T
+        resid = flat - design @ np.linalg.lstsq(design, flat, rcond=None)[0]
+        vp = resid.var(0, ddof=3)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ok = ((np.abs(np.log(vh / vv)) < tolerance) & (np.abs(np.log(vp / (vh + vv) * 2)) < tolerance)
+                  & _blocks(ok_planes[k], block).all(axis=(1, 2)))
+        parts.append(BlockStatistics(b.mean(axis=(1, 2))[ok], ((vh + vv) / 2)[ok], np.full(ok.sum(), channel),
+                                     np.full(ok.sum(), 2 * block * (block - 1))))
+    return BlockStatistics.concatenate(parts)
+
+
 def fit_noise_model(mean: np.ndarray, variance: np.ndarray, count: np.ndarray | None = None,
                     iterations: int = 20, huber: float = 2.0) -> tuple[float, float]:
     """Robust fit of ``variance = a * mean + b``.
