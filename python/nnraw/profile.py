@@ -378,3 +378,52 @@ def darktable_profile(maker: str, model: str, iso: float, json_path: Path | None
         a = tuple(k * a_dt / g)
         b = tuple(k * b_dt / g ** 2)
     return NoiseProfile(a, b, name=f"{maker} {model} ISO {iso:g} (darktable, x{k:g} to raw domain)")
+
+
+# ==================================================================================================
+# Command line: nnraw profile
+# ==================================================================================================
+def add_arguments(p) -> None:
+    p.add_argument("raws", nargs="*", type=Path, metavar="FLATFIELD_RAWS",
+                   help="flat-field raws of one ISO at several exposures (defocused, evenly lit surface)")
+    p.add_argument("--iso", type=float, required=True, help="the ISO of the raws (or the ISO wanted from darktable)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="profile file to write (JSON)")
+    p.add_argument("--block", type=int, default=16, help="block side in same-colour pixels (default 16)")
+    p.add_argument("--pairs", action="store_true",
+                   help="raws come in pairs of equal exposure: variance from each pair's difference")
+    p.add_argument("--max-mean", type=float, default=0.95, help="drop blocks brighter than this (default 0.95)")
+    p.add_argument("--darktable", type=Path, metavar="NOISEPROFILES_JSON",
+                   help="instead of fitting raws: convert darktable's profile (needs --maker and --model)")
+    p.add_argument("--maker", help="camera maker as in darktable's noiseprofiles.json, e.g. Canon")
+    p.add_argument("--model", help="camera model as in darktable's noiseprofiles.json, e.g. 'EOS 550D'")
+
+
+def run(args) -> int:
+    import sys
+
+    if args.darktable is not None:
+        if args.raws:
+            print("nnraw profile: give either FLATFIELD_RAWS or --darktable, not both", file=sys.stderr)
+            return 2
+        if not (args.maker and args.model):
+            print("nnraw profile: --darktable needs --maker and --model", file=sys.stderr)
+            return 2
+        try:
+            profile = darktable_profile(args.maker, args.model, args.iso, args.darktable)
+        except (KeyError, ValueError) as exc:
+            print(f"nnraw profile: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+            return 1
+    else:
+        if not args.raws:
+            print("nnraw profile: no FLATFIELD_RAWS given (or use --darktable)", file=sys.stderr)
+            return 2
+        try:
+            profile = fit_profile(args.raws, args.iso, block=args.block, pairs=args.pairs, max_mean=args.max_mean)
+        except (OSError, ValueError) as exc:
+            print(f"{exc}", file=sys.stderr)
+            return 1
+    profile.save(args.output)
+    print(f"{args.output}: {profile.name}")
+    for c, name in enumerate("RGB"):
+        print(f"  {name}: a = {profile.a[c]:.4e}  b = {profile.b[c]:.4e}")
+    return 0
