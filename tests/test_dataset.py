@@ -131,6 +131,7 @@ def test_make_training_batch(device):
     assert b1["mosaic_noisy"].shape == (4, 1, 66, 66) and b1["predemosaic"].shape == (4, 3, 66, 66)
     assert not torch.equal(b1["mosaic_noisy"], b2["mosaic_noisy"])          # fresh noise every call
     assert torch.allclose(b1["sigma_map"], (0.005 * clean + 0.0001).sqrt())
+    assert torch.allclose(b1["sigma_map_noisy"], NVIDIA_PROFILE.sigma_map(b1["predemosaic"].clamp(0, 1)))
     for i, pat in enumerate(b1["pattern"]):
         assert pat in BAYER_PATTERNS
         ref = edge_aware_demosaic(b1["mosaic_noisy"][i:i + 1], pat, wb.expand(1, 3).contiguous())

@@ -87,7 +87,10 @@ def make_training_batch(clean: torch.Tensor, wb: torch.Tensor,
           ``mosaic_noisy`` Tensor[N, 1, H, W] noisy mosaic (clipped to [0, 1]),
           ``predemosaic``  Tensor[N, 3, H, W] edge-aware demosaic of it (camera RGB, no WB),
           ``sigma_map``    Tensor[N, 3, H, W] noise std per pixel and channel, sqrt(a x + b) of
-                           ``clean`` (the oracle level; at inference it comes from the noisy input),
+                           ``clean`` (the oracle level),
+          ``sigma_map_noisy`` the same computed from ``predemosaic`` (clamped to [0, 1]): what
+                           inference can compute (``profile.sigma_map(predemosaic)``), so a network
+                           trained on it sees the same noise-level input at inference,
           ``clean``        Tensor[N, 3, H, W] (the target),
           ``a``, ``b``     Tensor[N, 3], ``wb`` Tensor[N, 3], ``pattern`` list[str].
     """
@@ -124,6 +127,7 @@ def make_training_batch(clean: torch.Tensor, wb: torch.Tensor,
         "mosaic_noisy": mosaic_noisy,
         "predemosaic": predemosaic,
         "sigma_map": sigma_map(clean, a, b),
+        "sigma_map_noisy": sigma_map(predemosaic, a, b),
         "clean": clean,
         "a": a, "b": b, "wb": wb, "pattern": patterns,
     }
