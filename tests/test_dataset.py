@@ -99,6 +99,10 @@ def test_clean_crop_dataset(tmp_path):
     assert y % 2 == 0 and x % 2 == 0
     assert torch.equal(val[0]["clean"], full[:, y:y + 32, x:x + 32])
     assert torch.equal(val[3]["clean"], val[3]["clean"])          # no random augmentation in val
+    import pickle
+
+    clone = pickle.loads(pickle.dumps(val))                     # as DataLoader workers get it
+    assert clone._cache == {} and torch.equal(clone[0]["clean"], val[0]["clean"])
     with pytest.raises(ValueError, match="crop must be even and >= 4, got 33"):
         CleanCropDataset(root, "train", 33)
     with pytest.raises(FileNotFoundError, match="dataset.json not found"):

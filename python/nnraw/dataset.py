@@ -425,6 +425,12 @@ class CleanCropDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    def __getstate__(self) -> dict:
+        # DataLoader workers (spawn) get the dataset pickled: reopen memory maps there, never copy them.
+        state = self.__dict__.copy()
+        state["_cache"] = {}
+        return state
+
     def _array(self, i: int) -> np.ndarray:
         if i not in self._cache:
             self._cache[i] = np.load(self.root / self.images[i]["file"], mmap_mode="r")
