@@ -442,17 +442,18 @@ class CleanCropDataset(torch.utils.data.Dataset):
         if y < 0:
             y = 2 * int(torch.randint(0, (im["height"] - c) // 2 + 1, ()))
             x = 2 * int(torch.randint(0, (im["width"] - c) // 2 + 1, ()))
-        patch = np.array(self._array(i)[y:y + c, x:x + c], dtype=np.float32) / 65535.0
-        clean = torch.from_numpy(patch).permute(2, 0, 1).contiguous()
-        if self.augment:
+        patch = self._array(i)[y:y + c, x:x + c]                      # [c, c, 3] uint16 view
+        if self.augment:                                                # numpy views: one copy below
             flips = torch.randint(0, 2, (3,)).tolist()
             if flips[0]:
-                clean = clean.flip(-1)
+                patch = patch[:, ::-1]
             if flips[1]:
-                clean = clean.flip(-2)
+                patch = patch[::-1]
             if flips[2]:
-                clean = clean.transpose(-1, -2)
-            clean = clean.contiguous()
+                patch = patch.swapaxes(0, 1)
+        # In numpy: a torch op on a small tensor pays the intra-op thread pool's wake-up cost.
+        chw = np.ascontiguousarray(patch.transpose(2, 0, 1), dtype=np.float32) / np.float32(65535.0)
+        clean = torch.from_numpy(chw)
         return {"clean": clean, "wb": torch.tensor(im["wb"], dtype=torch.float32), "image": i}
 
 
