@@ -334,15 +334,15 @@ def add_noise(clean: torch.Tensor, noise: NoiseSpec, generator: torch.Generator 
         view, pa, pb = clean, a[:, :, None, None], b[:, :, None, None]
     else:
         idx = torch.tensor(["RGB".index(ch) for ch in pattern], device=clean.device)
-        view = clean.view(n, 1, h // 2, 2, w // 2, 2)
+        view = clean.reshape(n, 1, h // 2, 2, w // 2, 2)
         pa = a[:, idx].view(n, 1, 1, 2, 1, 2)
         pb = b[:, idx].view(n, 1, 1, 2, 1, 2)
     x = view.to(work).clamp(0, 1)
     has_zero = bool((a == 0).any())
     safe_a = torch.where(pa > 0, pa, torch.ones_like(pa)) if has_zero else pa
     rate = x / safe_a
-    # Exact Poisson draws. (A normal approximation for large counts was tried: on this 2-core CPU
-    # the extra elementwise and indexing passes cost more than torch.poisson saved.)
+    # Exact Poisson draws. (A normal approximation for large counts was tried; on the shared 2-core
+    # CPU its extra elementwise and indexing passes cost more than torch.poisson saved.)
     counts = torch.poisson(rate, generator=generator)
     noisy = counts * safe_a
     if has_zero:
