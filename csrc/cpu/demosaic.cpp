@@ -11,6 +11,7 @@
 //   2. green rows     G = b at G sites, the soft-weighted Hamilton-Adams estimate elsewhere;
 //      colour-difference rows dR = b - G at R sites (0 elsewhere), dB likewise, 1 mirrored column;
 //   3. output row y   from G(y) and dR, dB of rows y-1..y+1.
+// The row loops are compiled for AVX2 and for the x86-64 baseline; the CPU picks one at load time.
 // Borders: the mosaic is mirrored without repeating the edge (index -k reads k, index H-1+k reads
 // H-1-k), which keeps the CFA phase. Rows are mirrored by choosing the source row; columns by the
 // halo columns of the row buffers, so the per-pixel loops have no bounds logic at all.
@@ -86,6 +87,18 @@ int check_args(const at::Tensor& mosaic, std::string_view pattern, const at::Ten
 
 namespace {
 
+// The row loops are compiled twice, for AVX2 and for the x86-64 baseline (SSE2), and the loader
+// picks one by the CPU (GCC/clang function multi-versioning). No FMA, so results round like the
+// reference's separate multiply and add.
+#if defined(__linux__) && defined(__x86_64__) && defined(__has_attribute)
+#if __has_attribute(target_clones)
+#define NNRAW_ROW_LOOP __attribute__((target_clones("avx2", "default")))
+#endif
+#endif
+#ifndef NNRAW_ROW_LOOP
+#define NNRAW_ROW_LOOP
+#endif
+
 inline int colour_at(int code, int64_t y, int64_t x) {
   return (code >> (2 * (2 * (y & 1) + (x & 1)))) & 3;
 }
@@ -112,7 +125,7 @@ struct RowRings {
 
 // b[x] = mosaic[x] * gain of the colour at x, then 2 mirrored columns each side.
 template <typename scalar_t, typename T>
-void balance_row(const scalar_t* __restrict src, T* __restrict b, int64_t w, T gain_even, T gain_odd) {
+NNRAW_ROW_LOOP void balance_row(const scalar_t* __restrict src, T* __restrict b, int64_t w, T gain_even, T gain_odd) {
   for (int64_t x = 0; x < w; x += 2) {
     b[x] = static_cast<T>(src[x]) * gain_even;
     b[x + 1] = static_cast<T>(src[x + 1]) * gain_odd;
@@ -126,7 +139,7 @@ void balance_row(const scalar_t* __restrict src, T* __restrict b, int64_t w, T g
 // Soft-weighted Hamilton-Adams green estimate at every pixel of a row from the balanced rows
 // y-2..y+2 (u2, u1, c, d1, d2), in the reference's order of operations.
 template <typename T>
-void green_estimate_row(const T* __restrict u2, const T* __restrict u1, const T* __restrict c,
+NNRAW_ROW_LOOP void green_estimate_row(const T* __restrict u2, const T* __restrict u1, const T* __restrict c,
                         const T* __restrict d1, const T* __restrict d2, T* __restrict g, int64_t w) {
   const T eps = static_cast<T>(1e-9);
   for (int64_t x = 0; x < w; ++x) {
@@ -142,6 +155,35 @@ void green_estimate_row(const T* __restrict u2, const T* __restrict u1, const T*
     const T weight = (grad_y + l_y) / (grad_x + grad_y + l_x + l_y + eps);
     g[x] = weight * i_x + (1 - weight) * i_y;
   }
+}
+
+// R or B of an output row from the green row g and the colour-difference rows d_up, d, d_down
+// (rows y-1, y, y+1). The terms that the reference does not use at a site are exact zeros there,
+// so one branch-free formula per row gives the reference's value: in a row that holds the colour,
+// d(x) + (d(x-1) + d(x+1)) / 2 (own sites: d; G sites: the horizontal mean); in a row without it,
+// vertical mean (G sites) + diagonal mean (sites of the other colour).
+template <typename scalar_t, typename T>
+NNRAW_ROW_LOOP void colour_row_with_colour(const T* __restrict g, const T* __restrict d, T gain,
+                                           scalar_t* __restrict out, int64_t w) {
+  for (int64_t x = 0; x < w; ++x) {
+    const T diff = d[x] + (d[x - 1] + d[x + 1]) / 2;
+    out[x] = static_cast<scalar_t>((g[x] + diff) / gain);
+  }
+}
+
+template <typename scalar_t, typename T>
+NNRAW_ROW_LOOP void colour_row_without_colour(const T* __restrict g, const T* __restrict d_up,
+                                              const T* __restrict d_down, T gain, scalar_t* __restrict out,
+                                              int64_t w) {
+  for (int64_t x = 0; x < w; ++x) {
+    const T diff = (d_up[x] + d_down[x]) / 2 + (d_up[x - 1] + d_up[x + 1] + d_down[x - 1] + d_down[x + 1]) / 4;
+    out[x] = static_cast<scalar_t>((g[x] + diff) / gain);
+  }
+}
+
+template <typename scalar_t, typename T>
+NNRAW_ROW_LOOP void green_out_row(const T* __restrict g, T gain, scalar_t* __restrict out, int64_t w) {
+  for (int64_t x = 0; x < w; ++x) out[x] = static_cast<scalar_t>(g[x] / gain);
 }
 
 template <typename scalar_t>
@@ -161,34 +203,14 @@ void demosaic_rows(const scalar_t* __restrict src, scalar_t* __restrict out_r, s
     const int64_t g_phase = colour_at(code, v, 0) == 1 ? 0 : 1;     // column parity of G in this row
     const int other = colour_at(code, v, 1 - g_phase);               // R or B
     for (int64_t x = g_phase; x < w; x += 2) g[x] = c[x];
+    // Only the difference row of the colour this row holds is ever read (every Bayer row holds R
+    // or B), so the other one is left as it is.
     T* d_here = other == 0 ? rings.dr(v) : rings.db(v);
-    T* d_none = other == 0 ? rings.db(v) : rings.dr(v);
-    for (int64_t x = -1; x <= w; ++x) d_none[x] = 0;
     for (int64_t x = g_phase; x < w; x += 2) d_here[x] = 0;
     for (int64_t x = 1 - g_phase; x < w; x += 2) d_here[x] = c[x] - g[x];
     d_here[-1] = d_here[1];
     d_here[w] = d_here[w - 2];
   };
-  // R or B of output row y from the colour differences of rows y-1..y+1. The terms that the
-  // reference does not use at a site are exact zeros there, so one branch-free formula per row
-  // gives the reference's value: in a row that holds the colour, d(x) + (d(x-1) + d(x+1)) / 2
-  // (own sites: d; G sites: horizontal mean); in a row without it, vertical mean (G sites) +
-  // diagonal mean (sites of the other colour).
-  auto colour_row = [&](const T* __restrict g, const T* __restrict d_up, const T* __restrict d,
-                        const T* __restrict d_down, bool row_has_colour, T gain, scalar_t* __restrict out) {
-    if (row_has_colour) {
-      for (int64_t x = 0; x < w; ++x) {
-        const T diff = d[x] + (d[x - 1] + d[x + 1]) / 2;
-        out[x] = static_cast<scalar_t>((g[x] + diff) / gain);
-      }
-    } else {
-      for (int64_t x = 0; x < w; ++x) {
-        const T diff = (d_up[x] + d_down[x]) / 2 + (d_up[x - 1] + d_up[x + 1] + d_down[x - 1] + d_down[x + 1]) / 4;
-        out[x] = static_cast<scalar_t>((g[x] + diff) / gain);
-      }
-    }
-  };
-
   for (int64_t v = row_begin - 3; v <= row_begin + 2; ++v) fill_balanced(v);
   fill_green(row_begin - 1);
   fill_green(row_begin);
@@ -198,11 +220,13 @@ void demosaic_rows(const scalar_t* __restrict src, scalar_t* __restrict out_r, s
     const bool row_has_r = colour_at(code, y, 0) == 0 || colour_at(code, y, 1) == 0;
     const T* g = rings.g(y);
     const int64_t offset = y * w;
-    colour_row(g, rings.dr(y - 1), rings.dr(y), rings.dr(y + 1), row_has_r, gains[0], out_r + offset);
-    colour_row(g, rings.db(y - 1), rings.db(y), rings.db(y + 1), !row_has_r, gains[2], out_b + offset);
-    const T gain_g = gains[1];
-    scalar_t* __restrict og = out_g + offset;
-    for (int64_t x = 0; x < w; ++x) og[x] = static_cast<scalar_t>(g[x] / gain_g);
+    // The colour this row holds (R or B), and the other one, held by rows y - 1 and y + 1.
+    const T* d_with = row_has_r ? rings.dr(y) : rings.db(y);
+    const T* d_up = row_has_r ? rings.db(y - 1) : rings.dr(y - 1);
+    const T* d_down = row_has_r ? rings.db(y + 1) : rings.dr(y + 1);
+    colour_row_with_colour(g, d_with, gains[row_has_r ? 0 : 2], (row_has_r ? out_r : out_b) + offset, w);
+    colour_row_without_colour(g, d_up, d_down, gains[row_has_r ? 2 : 0], (row_has_r ? out_b : out_r) + offset, w);
+    green_out_row(g, gains[1], out_g + offset, w);
   }
 }
 
