@@ -196,13 +196,22 @@ def test_real_raw_four_phases_agree(device, canon_dng):
 
 @needs_compiled
 @pytest.mark.parametrize("wb_shape", [(3,), (2, 3)])
-def test_opcheck(device, wb_shape):
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_opcheck(device, wb_shape, requires_grad):
     mosaic, wb = random_inputs(2, 8, 12, device, torch.float32, seed=1)
     wb = wb[0] if wb_shape == (3,) else wb
-    # The op has no autograd formula (a preprocessing step), and its inputs here do not require
-    # grad, so every opcheck test applies, test_autograd_registration included.
+    mosaic.requires_grad_(requires_grad)
+    # All opcheck tests, test_autograd_registration included: the op declares itself not
+    # differentiable (its Autograd key falls through), which opcheck accepts.
     torch.library.opcheck(OP.default, (mosaic, "RGGB", wb))
     torch.library.opcheck(OP.default, (mosaic.transpose(2, 3), "GBRG", wb))
+
+
+@needs_compiled
+def test_not_differentiable_output_does_not_require_grad(device):
+    mosaic, wb = random_inputs(1, 8, 8, device, torch.float32)
+    out = edge_aware_demosaic(mosaic.requires_grad_(), "RGGB", wb.requires_grad_())
+    assert not out.requires_grad and out.grad_fn is None
 
 
 @needs_compiled

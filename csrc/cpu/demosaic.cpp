@@ -271,3 +271,10 @@ at::Tensor edge_aware_demosaic_cpu(const at::Tensor& mosaic, c10::string_view pa
 TORCH_LIBRARY_IMPL(nnraw, CPU, m) {
   m.impl("edge_aware_demosaic", &nnraw::demosaic::edge_aware_demosaic_cpu);
 }
+
+// Not differentiable (a preprocessing step): the Autograd key falls through, so the output never
+// requires grad and no "autograd kernel was not registered" warning is raised in backward. This
+// covers the CUDA kernel too.
+TORCH_LIBRARY_IMPL(nnraw, Autograd, m) {
+  m.impl("edge_aware_demosaic", torch::CppFunction::makeFallthrough());
+}

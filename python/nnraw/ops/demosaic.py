@@ -16,8 +16,9 @@ at a B (R) site from the four diagonal R (B) neighbours.
 
 The compiled op ``torch.ops.nnraw.edge_aware_demosaic`` (csrc/cpu/demosaic.cpp, csrc/cuda/demosaic.cu)
 has a fake kernel here, so it works under ``torch.compile(fullgraph=True)`` and ``torch.export``.
-It is a preprocessing step and is not differentiable (no autograd formula is registered; gradients
-do not flow back to the mosaic or the gains).
+It is a preprocessing step and is not differentiable: its Autograd key falls through, so the output
+never requires grad and no gradient flows back to the mosaic or the gains (the reference fallback,
+plain torch ops, is the one exception).
 """
 
 from __future__ import annotations
