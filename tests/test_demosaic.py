@@ -120,6 +120,24 @@ def test_half_precision_computed_in_float32(device, dtype):
 
 
 @needs_compiled
+@pytest.mark.parametrize("threads", [2, 3])
+def test_cpu_rows_split_over_threads_match_one_thread(threads):
+    # at::parallel_for cuts 130 rows into 65 + 65 (2 threads: a cut at an odd row) or 44 + 44 + 42;
+    # each piece restarts its row buffers with mirrored/halo rows: the result must not change.
+    mosaic, wb = random_inputs(1, 130, 24, "cpu", torch.float32, seed=9)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = OP(mosaic, "GRBG", wb)
+        torch.set_num_threads(threads)
+        split = OP(mosaic, "GRBG", wb)
+    finally:
+        torch.set_num_threads(before)
+    torch.testing.assert_close(split, single, rtol=0, atol=0)
+    torch.testing.assert_close(split, edge_aware_demosaic_reference(mosaic, "GRBG", wb), rtol=1e-6, atol=1e-6)
+
+
+@needs_compiled
 def test_wb_shared_or_per_sample(device):
     mosaic, wb = random_inputs(3, 10, 12, device, torch.float32, seed=5)
     shared = OP(mosaic, "BGGR", wb[1])
