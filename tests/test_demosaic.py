@@ -271,3 +271,78 @@ def test_errors_name_the_op_and_show_expected_and_got(call, device):
     other = "meta" if device == "cpu" else "cpu"
     with pytest.raises(ValueError, match=rf"wb must be on the mosaic's device {mosaic.device}, got {other}"):
         call(mosaic, "RGGB", wb.to(other))
+
+
+# ---------------------------------------------------------------------------------------------
+# The CUDA kernel's tiling, halo and mirror logic, checked on machines without a GPU
+# ---------------------------------------------------------------------------------------------
+
+_CUDA_EMULATION_HARNESS = r"""
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <vector>
+struct Dim { unsigned x = 0, y = 0, z = 0; };
+static Dim blockIdx, threadIdx;
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __launch_bounds__(n)
+#define __restrict__
+#define __shared__ static
+#define __syncthreads()
+namespace at { template <class T> using opmath_type = T; }
+using std::fabs;
+namespace emu {
+KERNEL
+}
+int main() {
+  int n, h, w, code;
+  if (fread(&n, 4, 1, stdin) != 1 || fread(&h, 4, 1, stdin) != 1 || fread(&w, 4, 1, stdin) != 1 ||
+      fread(&code, 4, 1, stdin) != 1) return 1;
+  std::vector<double> gains(3 * n), mosaic((size_t)n * h * w), out((size_t)n * 3 * h * w, NAN);
+  if (fread(gains.data(), 8, gains.size(), stdin) != gains.size()) return 1;
+  if (fread(mosaic.data(), 8, mosaic.size(), stdin) != mosaic.size()) return 1;
+  for (unsigned z = 0; z < (unsigned)n; ++z)
+    for (unsigned by = 0; by < (unsigned)((h + emu::kTileH - 1) / emu::kTileH); ++by)
+      for (unsigned bx = 0; bx < (unsigned)((w + emu::kTileW - 1) / emu::kTileW); ++bx) {
+        blockIdx.x = bx; blockIdx.y = by; blockIdx.z = z;
+        emu::edge_aware_demosaic_kernel<double>(mosaic.data(), out.data(), gains.data(), h, w, code);
+      }
+  fwrite(out.data(), 8, out.size(), stdout);
+}
+"""
+
+
+@pytest.mark.slow
+def test_cuda_kernel_logic_emulated_on_the_host(tmp_path):
+    """Compiles the body of csrc/cuda/demosaic.cu (constants, helpers, kernel) as host C++ with one
+    'thread' per block, which executes every iteration of the block-strided loops in order: the same
+    result as the GPU's threads between barriers. Runs every block of the grid in float64 and compares
+    with the reference, so tile origins, halos, mirrored borders and partial tiles are checked where
+    no GPU exists (the device fixture runs the real kernel where one does)."""
+    import shutil
+    import struct
+    import subprocess
+    from pathlib import Path
+
+    compiler = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+    if compiler is None:
+        pytest.skip("no C++ compiler on PATH to build the host emulation of the CUDA kernel")
+    source = (Path(__file__).resolve().parents[1] / "csrc" / "cuda" / "demosaic.cu").read_text()
+    kernel = source[source.index("constexpr int kTileW"):source.index("at::Tensor edge_aware_demosaic_cuda")]
+    assert "constexpr int kThreads = 256;" in kernel
+    kernel = kernel.replace("constexpr int kThreads = 256;", "constexpr int kThreads = 1;")
+    (tmp_path / "emulate.cpp").write_text(_CUDA_EMULATION_HARNESS.replace("KERNEL", kernel))
+    subprocess.run([compiler, "-std=c++20", "-O1", "-w", str(tmp_path / "emulate.cpp"), "-o", str(tmp_path / "emulate")],
+                   check=True)
+    # Sizes: smaller than a tile, exactly a tile (64 x 32), several tiles with partial ones, tall/thin.
+    for (n, h, w), pattern in zip([(1, 4, 4), (2, 6, 10), (1, 32, 64), (3, 66, 130), (1, 130, 6), (2, 8, 200)],
+                                  ["RGGB", "BGGR", "GRBG", "GBRG", "RGGB", "GBRG"]):
+        mosaic, wb = random_inputs(n, h, w, "cpu", torch.float64, seed=h * w)
+        code = sum("RGB".index(c) << (2 * k) for k, c in enumerate(pattern))
+        payload = struct.pack("4i", n, h, w, code) + wb.numpy().tobytes() + mosaic.numpy().tobytes()
+        run = subprocess.run([str(tmp_path / "emulate")], input=payload, capture_output=True, check=True)
+        emulated = torch.from_numpy(np.frombuffer(run.stdout, dtype=np.float64).copy()).reshape(n, 3, h, w)
+        torch.testing.assert_close(emulated, edge_aware_demosaic_reference(mosaic, pattern, wb),
+                                   rtol=1e-12, atol=1e-12)
