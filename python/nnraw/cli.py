@@ -7,7 +7,12 @@ pipeline (imported lazily, so `nnraw --version` stays fast).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+# Large-page allocations for torch's CPU allocator: read once when torch loads; makes faulting in a
+# 24 MP float image several times cheaper (measured in bench/ops_demosaic.py, see docs/BENCHMARKS.md).
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 import nnraw
 
