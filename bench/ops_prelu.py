@@ -9,6 +9,7 @@ of the first conv layer). ``cases(device)`` is imported by bench/ops.py; run thi
 from __future__ import annotations
 
 import argparse
+import statistics
 
 import torch
 import torch.nn.functional as F
@@ -25,10 +26,12 @@ def cases(device: str, dtype: torch.dtype = torch.float32, channels_last: bool =
     """
     gen = torch.Generator(device="cpu").manual_seed(0)
     x = torch.randn(SIZE, generator=gen).to(device=device, dtype=dtype)
-    if channels_last:
+    if channels_last:  # a channels_last network also back-propagates channels_last gradients
         x = x.contiguous(memory_format=torch.channels_last)
     weight = torch.full((SIZE[1],), 0.1, device=device, dtype=dtype)
     grad = torch.randn(SIZE, generator=gen).to(device=device, dtype=dtype)
+    if channels_last:
+        grad = grad.contiguous(memory_format=torch.channels_last)
     x_req = x.detach().requires_grad_()
     w_req = weight.detach().requires_grad_()
     size = "x".join(map(str, SIZE)) + (" channels_last" if channels_last else "")
@@ -53,33 +56,43 @@ def cases(device: str, dtype: torch.dtype = torch.float32, channels_last: bool =
     ]
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+def compare(case: dict, device: str, min_run_time: float = 1.0, rounds: int = 5) -> tuple[float, float]:
+    """Median seconds per iteration of the baseline and of nnraw, measured in alternating rounds.
+
+    Alternating keeps a busy machine's drifting load from favouring whichever side ran first.
+    """
+    from torch.utils import benchmark
+
+    def sync() -> None:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    samples = {"baseline": [], "nnraw": []}
+    for name in samples:
+        case[name]()  # warm up
+    sync()
+    for _ in range(rounds):
+        for name in samples:
+            timer = benchmark.Timer(stmt="fn(); sync()", globals={"fn": case[name], "sync": sync})
+            samples[name].append(timer.blocked_autorange(min_run_time=min_run_time / rounds).median)
+    return statistics.median(samples["baseline"]), statistics.median(samples["nnraw"])
 
 
 def main() -> None:
-    from torch.utils import benchmark
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
-    parser.add_argument("--min-run-time", type=float, default=1.0, help="seconds per measurement")
+    parser.add_argument("--min-run-time", type=float, default=2.0, help="seconds per measurement and side")
     args = parser.parse_args()
     dtype = getattr(torch, args.dtype)
-    print(f"torch {torch.__version__}, device {args.device}, dtype {args.dtype}, threads {torch.get_num_threads()}")
-    print(f"{'case':8s} {'size':26s} {'baseline ms':>12s} {'nnraw ms':>9s} {'speed-up':>9s}")
+    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{torch.get_num_threads()} CPU threads"
+    print(f"torch {torch.__version__}, {where}, dtype {args.dtype}")
+    print(f"{'case':8s} {'size':26s} {'baseline':>10s} {'ms':>9s} {'nnraw ms':>9s} {'speed-up':>9s}")
     for channels_last in (False, True):
         for case in cases(args.device, dtype, channels_last):
-            times = {}
-            for name in ("baseline", "nnraw"):
-                fn = case[name]
-                fn()  # warm up (and compile-free first call)
-                _sync(args.device)
-                timer = benchmark.Timer(stmt="fn(); sync()", globals={"fn": fn, "sync": lambda: _sync(args.device)})
-                times[name] = timer.blocked_autorange(min_run_time=args.min_run_time).median
-            print(f"{case['case']:8s} {case['size']:26s} {times['baseline'] * 1e3:12.3f} {times['nnraw'] * 1e3:9.3f} "
-                  f"{times['baseline'] / times['nnraw']:8.2f}x")
+            base, ours = compare(case, args.device, args.min_run_time)
+            print(f"{case['case']:8s} {case['size']:26s} {case['baseline_name']:>10s} {base * 1e3:9.3f} "
+                  f"{ours * 1e3:9.3f} {base / ours:8.2f}x")
 
 
 if __name__ == "__main__":

@@ -112,87 +112,204 @@ void check_cpu_dtype(const char* op, const at::Tensor& x) {
 }
 
 // ---- SIMD ------------------------------------------------------------------------------------
-// 16-byte vectors through the GCC/Clang vector extensions (SSE2 on x86-64, NEON on arm64). The plain
-// `x > 0 ? x : w * x` loop is not vectorised by GCC 12 (it keeps a branch, which mispredicts on every
-// other element of real activations), and at::vec::Vectorized falls back to scalar code unless the
-// file is compiled once per CPU capability as ATen does.
-template <typename T>
-struct Simd;
-template <>
-struct Simd<float> {
-  typedef float vec __attribute__((vector_size(16)));
-};
-template <>
-struct Simd<double> {
-  typedef double vec __attribute__((vector_size(16)));
+// Fixed-width vectors through the GCC/Clang vector extensions. The plain `x > 0 ? x : w * x` loop is
+// not vectorised by GCC 12 (it keeps a branch, which mispredicts on every other element of real
+// activations), and at::vec::Vectorized falls back to scalar code unless a file is compiled once per
+// CPU capability as ATen does. Here each span function is compiled twice: 16-byte vectors (SSE2 /
+// NEON, any CPU) and, on x86-64, 32-byte vectors in an AVX2 clone picked at run time.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi"  // 32-byte vectors only cross always-inlined calls
+#endif
+
+template <typename T, int Bytes>
+struct Simd {
+  typedef T vec __attribute__((vector_size(Bytes)));
+  static constexpr int64_t lanes = Bytes / sizeof(T);
 };
 
-template <typename T>
-using vec_t = typename Simd<T>::vec;
-template <typename T>
-constexpr int64_t kWidth = sizeof(vec_t<T>) / sizeof(T);
+#define NNRAW_INLINE inline __attribute__((always_inline))
 
-template <typename T>
-inline vec_t<T> load(const T* p) {
-  vec_t<T> v;
+template <typename V, typename T>
+NNRAW_INLINE V load(const T* p) {
+  V v;
   __builtin_memcpy(&v, p, sizeof(v));
   return v;
 }
-template <typename T>
-inline void store(T* p, vec_t<T> v) {
+template <typename V, typename T>
+NNRAW_INLINE void store(T* p, const V& v) {
   __builtin_memcpy(p, &v, sizeof(v));
 }
-template <typename T>
-inline vec_t<T> broadcast(T s) {
-  return vec_t<T>{} + s;
-}
-
-// ---- forward ---------------------------------------------------------------------------------
 
 template <typename scalar_t>
-inline scalar_t prelu_scalar(scalar_t v, scalar_t w) {
+NNRAW_INLINE scalar_t prelu_scalar(scalar_t v, scalar_t w) {
   return v > scalar_t(0) ? v : w * v;
 }
 
-template <typename scalar_t>
-inline void prelu_span_one_slope(const scalar_t* __restrict x, scalar_t* __restrict y, int64_t n, scalar_t w) {
-  using V = vec_t<scalar_t>;
-  constexpr int64_t L = kWidth<scalar_t>;
-  const V zero{}, wv = broadcast(w);
+// y = prelu(x) over a run of one channel.
+template <typename scalar_t, int Bytes>
+NNRAW_INLINE void forward_one_slope(const scalar_t* __restrict x, scalar_t* __restrict y, int64_t n, scalar_t w) {
+  using V = typename Simd<scalar_t, Bytes>::vec;
+  constexpr int64_t L = Simd<scalar_t, Bytes>::lanes;
+  const V zero{}, wv = zero + w;
   int64_t i = 0;
   for (; i + 2 * L <= n; i += 2 * L) {
-    const V a = load(x + i), b = load(x + i + L);
-    store(y + i, a > zero ? a : a * wv);
-    store(y + i + L, b > zero ? b : b * wv);
+    const V a = load<V>(x + i), b = load<V>(x + i + L);
+    store<V>(y + i, a > zero ? a : a * wv);
+    store<V>(y + i + L, b > zero ? b : b * wv);
   }
   for (; i < n; ++i) y[i] = prelu_scalar(x[i], w);
 }
 
-template <typename scalar_t>
-inline void prelu_span_per_channel(const scalar_t* __restrict x, scalar_t* __restrict y,
-                                   const scalar_t* __restrict w, int64_t channels) {
-  using V = vec_t<scalar_t>;
-  constexpr int64_t L = kWidth<scalar_t>;
+// y = prelu(x) over `pixels` channels-last pixels of `channels` elements.
+template <typename scalar_t, int Bytes>
+NNRAW_INLINE void forward_pixels(const scalar_t* __restrict x, scalar_t* __restrict y, const scalar_t* __restrict w,
+                                 int64_t pixels, int64_t channels) {
+  using V = typename Simd<scalar_t, Bytes>::vec;
+  constexpr int64_t L = Simd<scalar_t, Bytes>::lanes;
   const V zero{};
-  int64_t c = 0;
-  for (; c + L <= channels; c += L) {
-    const V v = load(x + c);
-    store(y + c, v > zero ? v : v * load(w + c));
+  for (int64_t p = 0; p < pixels; ++p, x += channels, y += channels) {
+    int64_t c = 0;
+    for (; c + L <= channels; c += L) {
+      const V v = load<V>(x + c);
+      store<V>(y + c, v > zero ? v : v * load<V>(w + c));
+    }
+    for (; c < channels; ++c) y[c] = prelu_scalar(x[c], w[c]);
   }
-  for (; c < channels; ++c) y[c] = prelu_scalar(x[c], w[c]);
 }
+
+// grad_x over a run of one channel; returns the sum of x*grad over x <= 0.
+template <typename scalar_t, int Bytes>
+NNRAW_INLINE scalar_t backward_one_slope(const scalar_t* __restrict g, const scalar_t* __restrict x,
+                                         scalar_t* __restrict gx, int64_t n, scalar_t w) {
+  using V = typename Simd<scalar_t, Bytes>::vec;
+  constexpr int64_t L = Simd<scalar_t, Bytes>::lanes;
+  const V zero{}, wv = zero + w;
+  V acc0{}, acc1{};
+  int64_t i = 0;
+  for (; i + 2 * L <= n; i += 2 * L) {
+    const V xa = load<V>(x + i), ga = load<V>(g + i), xb = load<V>(x + i + L), gb = load<V>(g + i + L);
+    const auto pa = xa > zero, pb = xb > zero;
+    store<V>(gx + i, pa ? ga : ga * wv);
+    store<V>(gx + i + L, pb ? gb : gb * wv);
+    acc0 += pa ? zero : xa * ga;
+    acc1 += pb ? zero : xb * gb;
+  }
+  scalar_t total = 0;
+  for (; i < n; ++i) {
+    const scalar_t xv = x[i], gv = g[i];
+    const bool positive = xv > scalar_t(0);
+    gx[i] = positive ? gv : w * gv;
+    if (!positive) total += xv * gv;
+  }
+  acc0 += acc1;
+  for (int64_t k = 0; k < L; ++k) total += acc0[k];
+  return total;
+}
+
+// grad_x over `pixels` channels-last pixels; adds x*grad over x <= 0 into acc[c].
+template <typename scalar_t, int Bytes>
+NNRAW_INLINE void backward_pixels(const scalar_t* __restrict g, const scalar_t* __restrict x, scalar_t* __restrict gx,
+                                  const scalar_t* __restrict w, scalar_t* __restrict acc, int64_t pixels,
+                                  int64_t channels) {
+  using V = typename Simd<scalar_t, Bytes>::vec;
+  constexpr int64_t L = Simd<scalar_t, Bytes>::lanes;
+  const V zero{};
+  for (int64_t p = 0; p < pixels; ++p, g += channels, x += channels, gx += channels) {
+    int64_t c = 0;
+    for (; c + L <= channels; c += L) {
+      const V xv = load<V>(x + c), gv = load<V>(g + c);
+      const auto positive = xv > zero;
+      store<V>(gx + c, positive ? gv : gv * load<V>(w + c));
+      store<V>(acc + c, load<V>(acc + c) + (positive ? zero : xv * gv));
+    }
+    for (; c < channels; ++c) {
+      const scalar_t xv = x[c], gv = g[c];
+      const bool positive = xv > scalar_t(0);
+      gx[c] = positive ? gv : w[c] * gv;
+      if (!positive) acc[c] += xv * gv;
+    }
+  }
+}
+
+// The span functions for one CPU: 16-byte vectors everywhere, 32-byte ones where AVX2 runs.
+#if defined(__x86_64__) && defined(__GNUC__)
+#define NNRAW_AVX2 1
+#define NNRAW_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#else
+#define NNRAW_AVX2 0
+#endif
+
+template <typename scalar_t>
+struct Spans {
+  void (*forward_one_slope)(const scalar_t*, scalar_t*, int64_t, scalar_t);
+  void (*forward_pixels)(const scalar_t*, scalar_t*, const scalar_t*, int64_t, int64_t);
+  scalar_t (*backward_one_slope)(const scalar_t*, const scalar_t*, scalar_t*, int64_t, scalar_t);
+  void (*backward_pixels)(const scalar_t*, const scalar_t*, scalar_t*, const scalar_t*, scalar_t*, int64_t, int64_t);
+};
+
+template <typename scalar_t, int Bytes>
+struct SpanSet {
+  static void f1(const scalar_t* x, scalar_t* y, int64_t n, scalar_t w) { forward_one_slope<scalar_t, Bytes>(x, y, n, w); }
+  static void fp(const scalar_t* x, scalar_t* y, const scalar_t* w, int64_t p, int64_t c) {
+    forward_pixels<scalar_t, Bytes>(x, y, w, p, c);
+  }
+  static scalar_t b1(const scalar_t* g, const scalar_t* x, scalar_t* gx, int64_t n, scalar_t w) {
+    return backward_one_slope<scalar_t, Bytes>(g, x, gx, n, w);
+  }
+  static void bp(const scalar_t* g, const scalar_t* x, scalar_t* gx, const scalar_t* w, scalar_t* acc, int64_t p,
+                 int64_t c) {
+    backward_pixels<scalar_t, Bytes>(g, x, gx, w, acc, p, c);
+  }
+};
+
+#if NNRAW_AVX2
+template <typename scalar_t>
+struct SpanSetAvx2 {
+  NNRAW_TARGET_AVX2 static void f1(const scalar_t* x, scalar_t* y, int64_t n, scalar_t w) {
+    forward_one_slope<scalar_t, 32>(x, y, n, w);
+  }
+  NNRAW_TARGET_AVX2 static void fp(const scalar_t* x, scalar_t* y, const scalar_t* w, int64_t p, int64_t c) {
+    forward_pixels<scalar_t, 32>(x, y, w, p, c);
+  }
+  NNRAW_TARGET_AVX2 static scalar_t b1(const scalar_t* g, const scalar_t* x, scalar_t* gx, int64_t n, scalar_t w) {
+    return backward_one_slope<scalar_t, 32>(g, x, gx, n, w);
+  }
+  NNRAW_TARGET_AVX2 static void bp(const scalar_t* g, const scalar_t* x, scalar_t* gx, const scalar_t* w,
+                                   scalar_t* acc, int64_t p, int64_t c) {
+    backward_pixels<scalar_t, 32>(g, x, gx, w, acc, p, c);
+  }
+};
+#endif
+
+template <typename scalar_t>
+const Spans<scalar_t>& spans() {
+  static const Spans<scalar_t> chosen = [] {
+#if NNRAW_AVX2
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+      using S = SpanSetAvx2<scalar_t>;
+      return Spans<scalar_t>{&S::f1, &S::fp, &S::b1, &S::bp};
+    }
+#endif
+    using S = SpanSet<scalar_t, 16>;
+    return Spans<scalar_t>{&S::f1, &S::fp, &S::b1, &S::bp};
+  }();
+  return chosen;
+}
+
+// ---- forward ---------------------------------------------------------------------------------
 
 template <typename scalar_t>
 void prelu_forward_nchw(const scalar_t* x, scalar_t* y, const scalar_t* w, int64_t rows, int64_t channels,
                         int64_t spatial) {
   // Rows are (sample, channel) planes of `spatial` elements.
   const int64_t total = rows * spatial;
+  const Spans<scalar_t>& span = spans<scalar_t>();
   at::parallel_for(0, total, kGrain, [&](int64_t begin, int64_t end) {
     int64_t i = begin;
     while (i < end) {
       const int64_t row = i / spatial;
       const int64_t stop = std::min(end, (row + 1) * spatial);
-      prelu_span_one_slope(x + i, y + i, stop - i, w[row % channels]);
+      span.forward_one_slope(x + i, y + i, stop - i, w[row % channels]);
       i = stop;
     }
   });
@@ -202,10 +319,9 @@ template <typename scalar_t>
 void prelu_forward_nhwc(const scalar_t* x, scalar_t* y, const scalar_t* w, int64_t pixels, int64_t channels) {
   // Pixels (sample, position) of `channels` contiguous elements each.
   const int64_t grain = std::max<int64_t>(1, kGrain / std::max<int64_t>(channels, 1));
+  const Spans<scalar_t>& span = spans<scalar_t>();
   at::parallel_for(0, pixels, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t p = begin; p < end; ++p) {
-      prelu_span_per_channel(x + p * channels, y + p * channels, w, channels);
-    }
+    span.forward_pixels(x + begin * channels, y + begin * channels, w, end - begin, channels);
   });
 }
 
@@ -234,58 +350,6 @@ at::Tensor prelu_cpu(const at::Tensor& x_in, const at::Tensor& weight_in) {
 
 // ---- backward --------------------------------------------------------------------------------
 
-// grad_x over a span with one slope; returns the sum of x*grad over x <= 0.
-template <typename scalar_t>
-inline scalar_t prelu_backward_span_one_slope(const scalar_t* __restrict g, const scalar_t* __restrict x,
-                                              scalar_t* __restrict gx, int64_t n, scalar_t w) {
-  using V = vec_t<scalar_t>;
-  constexpr int64_t L = kWidth<scalar_t>;
-  const V zero{}, wv = broadcast(w);
-  V acc0{}, acc1{};
-  int64_t i = 0;
-  for (; i + 2 * L <= n; i += 2 * L) {
-    const V xa = load(x + i), ga = load(g + i), xb = load(x + i + L), gb = load(g + i + L);
-    const auto pa = xa > zero, pb = xb > zero;
-    store(gx + i, pa ? ga : ga * wv);
-    store(gx + i + L, pb ? gb : gb * wv);
-    acc0 += pa ? zero : xa * ga;
-    acc1 += pb ? zero : xb * gb;
-  }
-  scalar_t total = 0;
-  for (; i < n; ++i) {
-    const scalar_t xv = x[i], gv = g[i];
-    const bool positive = xv > scalar_t(0);
-    gx[i] = positive ? gv : w * gv;
-    if (!positive) total += xv * gv;
-  }
-  acc0 += acc1;
-  for (int64_t k = 0; k < L; ++k) total += acc0[k];
-  return total;
-}
-
-// grad_x over one pixel's channels; adds x*grad over x <= 0 into acc[c].
-template <typename scalar_t>
-inline void prelu_backward_span_per_channel(const scalar_t* __restrict g, const scalar_t* __restrict x,
-                                            scalar_t* __restrict gx, const scalar_t* __restrict w,
-                                            scalar_t* __restrict acc, int64_t channels) {
-  using V = vec_t<scalar_t>;
-  constexpr int64_t L = kWidth<scalar_t>;
-  const V zero{};
-  int64_t c = 0;
-  for (; c + L <= channels; c += L) {
-    const V xv = load(x + c), gv = load(g + c);
-    const auto positive = xv > zero;
-    store(gx + c, positive ? gv : gv * load(w + c));
-    store(acc + c, load(acc + c) + (positive ? zero : xv * gv));
-  }
-  for (; c < channels; ++c) {
-    const scalar_t xv = x[c], gv = g[c];
-    const bool positive = xv > scalar_t(0);
-    gx[c] = positive ? gv : w[c] * gv;
-    if (!positive) acc[c] += xv * gv;
-  }
-}
-
 std::tuple<at::Tensor, at::Tensor> prelu_backward_cpu(const at::Tensor& grad_in, const at::Tensor& x_in,
                                                       const at::Tensor& weight_in) {
   constexpr const char* op = "nnraw::prelu_backward";
@@ -310,6 +374,7 @@ std::tuple<at::Tensor, at::Tensor> prelu_backward_cpu(const at::Tensor& grad_in,
     const scalar_t* wp = weight.const_data_ptr<scalar_t>();
     scalar_t* gxp = grad_x.mutable_data_ptr<scalar_t>();
     scalar_t* gwp = grad_weight.mutable_data_ptr<scalar_t>();
+    const Spans<scalar_t>& span = spans<scalar_t>();
     // Kernel 1: grad_x and partial sums, one per (sample, chunk, channel).
     std::vector<scalar_t> partial(static_cast<size_t>(n * chunks * channels), scalar_t(0));
     scalar_t* pp = partial.data();
@@ -324,7 +389,7 @@ std::tuple<at::Tensor, at::Tensor> prelu_backward_cpu(const at::Tensor& grad_in,
           const int64_t s0 = chunk * chunk_len, s1 = std::min(spatial, s0 + chunk_len);
           const int64_t off = row * spatial + s0;
           pp[(sample * chunks + chunk) * channels + c] =
-              prelu_backward_span_one_slope(gp + off, xp + off, gxp + off, s1 - s0, wp[c]);
+              span.backward_one_slope(gp + off, xp + off, gxp + off, s1 - s0, wp[c]);
         }
       });
     } else {
@@ -335,10 +400,8 @@ std::tuple<at::Tensor, at::Tensor> prelu_backward_cpu(const at::Tensor& grad_in,
           const int64_t sample = t / chunks, chunk = t % chunks;
           const int64_t s0 = chunk * chunk_len, s1 = std::min(spatial, s0 + chunk_len);
           scalar_t* acc = pp + t * channels;
-          for (int64_t s = s0; s < s1; ++s) {
-            const int64_t off = (sample * spatial + s) * channels;
-            prelu_backward_span_per_channel(gp + off, xp + off, gxp + off, wp, acc, channels);
-          }
+          const int64_t off = (sample * spatial + s0) * channels;
+          span.backward_pixels(gp + off, xp + off, gxp + off, wp, acc, s1 - s0, channels);
         }
       });
     }
