@@ -224,6 +224,20 @@ def test_module_matches_torch_prelu(device):
     assert "num_parameters=64" in repr(PReLU(64))
 
 
+def test_module_runs_in_the_input_dtype_with_float32_slopes(device):
+    """Mixed precision: activations in a lower (or higher) precision, slopes kept in float32."""
+    dtype = torch.bfloat16 if device == "cuda" else torch.float64
+    layer = PReLU(4, init=0.25).to(device)
+    x = torch.randn(2, 4, 3, 3, device=device, dtype=dtype)
+    y = layer(x)
+    assert y.dtype == dtype
+    torch.testing.assert_close(y, F.prelu(x, torch.full((4,), 0.25, device=device, dtype=dtype)))
+    y.sum().backward()
+    assert layer.weight.grad.dtype == torch.float32
+    expected = torch.where(x > 0, 0, x).sum(dim=(0, 2, 3)).float()
+    torch.testing.assert_close(layer.weight.grad, expected, rtol=TOL[dtype] * 4, atol=TOL[dtype] * 4)
+
+
 # ---- errors: the op's name, what was expected and what came ------------------------------------
 
 def _both_entry_points():

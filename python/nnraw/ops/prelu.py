@@ -21,7 +21,20 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from nnraw.ops import _library
 from nnraw.ops._library import HAVE_COMPILED, use_compiled, warn_fallback
+
+# use_compiled() asks the pybind11 module whether CUDA kernels were built, a call torch.compile cannot
+# trace (fullgraph=True fails on CUDA tensors). While compiling, the same answer comes from here.
+_CUDA_KERNELS = bool(HAVE_COMPILED and _library._C.built_with_cuda())
+
+
+def _use_kernels(x: torch.Tensor) -> bool:
+    """use_compiled(x, weight), in a form torch.compile can trace (weight is on x's device)."""
+    if not torch.compiler.is_compiling():
+        return use_compiled(x)
+    kind = x.device.type
+    return HAVE_COMPILED and (kind in ("cpu", "meta") or (kind == "cuda" and _CUDA_KERNELS))
 
 _DTYPES = {
     "cpu": (torch.float32, torch.float64),
@@ -101,7 +114,7 @@ def prelu(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         Tensor shaped like ``x``, channels_last when ``x`` is, contiguous otherwise.
     """
     check_prelu_args("nnraw::prelu", x, weight)
-    if use_compiled(x, weight):
+    if _use_kernels(x):
         return torch.ops.nnraw.prelu(x, weight)
     warn_fallback("prelu")
     return prelu_reference(x, weight)
@@ -127,6 +140,10 @@ class PReLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.weight
+        if weight.dtype != x.dtype and x.is_floating_point():
+            # Mixed precision (autocast hands float16/bfloat16 activations to float32 slopes): the
+            # kernel runs in x's dtype; the cast is differentiable, so grads reach the float32 slopes.
+            weight = weight.to(x.dtype)
         if self.num_parameters == 1 and x.dim() >= 2 and x.shape[1] != 1:
             weight = weight.expand(x.shape[1])  # one shared slope; its gradient sums over channels
         return prelu(x, weight)
