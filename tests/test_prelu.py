@@ -18,7 +18,10 @@ pytestmark = pytest.mark.skipif(not HAVE_COMPILED, reason="the compiled nnraw op
 DTYPES = {"cpu": [torch.float32, torch.float64], "cuda": [torch.float32, torch.float16, torch.bfloat16]}
 TOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
 
-SHAPES = [(4, 6, 9, 11), (3, 5), (2, 7, 13), (2, 3, 4, 5, 6), (1, 64, 31, 31), (2, 3, 40, 50)]
+# Includes runs longer than one partial-sum chunk: planes of 40000 (CPU cuts planes at 32768, CUDA at
+# 8192) and 5000 pixels of a 2-D input (channels-last style runs are cut at 4096 pixels on CPU).
+SHAPES = [(4, 6, 9, 11), (3, 5), (2, 7, 13), (2, 3, 4, 5, 6), (1, 64, 31, 31), (2, 3, 40, 50), (1, 2, 200, 200),
+          (5000, 3)]
 
 
 def _inputs(shape, device, dtype, seed=0):
@@ -185,10 +188,9 @@ def test_non_contiguous_inputs(device, view):
     assert y.is_contiguous() and grad_x.is_contiguous()
 
 
-@pytest.mark.parametrize("ndim", [4, 5])
-def test_channels_last_inputs_give_channels_last_outputs(device, ndim):
-    fmt = torch.channels_last if ndim == 4 else torch.channels_last_3d
-    shape = (2, 6, 7, 9) if ndim == 4 else (2, 6, 3, 4, 5)
+@pytest.mark.parametrize("shape", [(2, 6, 7, 9), (2, 5, 70, 70), (2, 6, 3, 4, 5)], ids=lambda s: "x".join(map(str, s)))
+def test_channels_last_inputs_give_channels_last_outputs(device, shape):
+    fmt = torch.channels_last if len(shape) == 4 else torch.channels_last_3d
     x, weight, grad = _inputs(shape, device, torch.float32)
     x = x.contiguous(memory_format=fmt)
     y, grad_x, grad_weight = _forward_backward(prelu, x, weight, grad)  # grad stays contiguous

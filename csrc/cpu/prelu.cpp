@@ -6,7 +6,8 @@
 //
 // Backward, split as in the reference system:
 //   kernel 1: grad_x = grad (x > 0) or weight[c] grad, and partial sums of x*grad over x <= 0, one per
-//             (sample, channel) and spatial chunk;
+//             (sample, channel) and spatial chunk (channels-last x: one per channel and chunk of pixels,
+//             the N * spatial pixels taken as one run);
 //   kernel 2: grad_weight[c] = sum of the partial sums over samples and chunks.
 //
 // Autograd (for every device) is registered here in C++ rather than in Python with
@@ -364,9 +365,16 @@ std::tuple<at::Tensor, at::Tensor> prelu_backward_cpu(const at::Tensor& grad_in,
   if (x.numel() == 0) return {grad_x, grad_weight};
 
   const int64_t n = x.size(0), channels = x.size(1), spatial = spatial_size(x);
-  const int64_t max_chunk = format == at::MemoryFormat::Contiguous ? kChunkPlanar : kChunkPixels;
-  const int64_t chunks = (spatial + max_chunk - 1) / max_chunk;  // spatial chunks per sample
-  const int64_t chunk_len = (spatial + chunks - 1) / chunks;
+  // Planar runs (contiguous x): one (sample, channel) plane, cut into chunks. Channels-last memory is
+  // [N * spatial, C], where samples and positions are alike: its pixel runs are chunks of all N * spatial
+  // pixels (contiguous x with spatial == 1 has that layout too).
+  const bool planar = format == at::MemoryFormat::Contiguous && spatial > 1;
+  const int64_t groups = planar ? n : 1;                 // partial-sum rows per chunk index
+  const int64_t run = planar ? spatial : n * spatial;    // elements (planar) or pixels per group
+  const int64_t max_chunk = planar ? kChunkPlanar : kChunkPixels;
+  const int64_t chunks = (run + max_chunk - 1) / max_chunk;
+  const int64_t chunk_len = (run + chunks - 1) / chunks;
+  const int64_t rows = groups * chunks;
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "nnraw_prelu_backward_cpu", [&] {
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
@@ -375,39 +383,36 @@ std::tuple<at::Tensor, at::Tensor> prelu_backward_cpu(const at::Tensor& grad_in,
     scalar_t* gxp = grad_x.mutable_data_ptr<scalar_t>();
     scalar_t* gwp = grad_weight.mutable_data_ptr<scalar_t>();
     const Spans<scalar_t>& span = spans<scalar_t>();
-    // Kernel 1: grad_x and partial sums, one per (sample, chunk, channel).
-    std::vector<scalar_t> partial(static_cast<size_t>(n * chunks * channels), scalar_t(0));
+    // Kernel 1: grad_x and the partial sums partial[row, channel], row = sample * chunks + chunk.
+    std::vector<scalar_t> partial(static_cast<size_t>(rows * channels), scalar_t(0));
     scalar_t* pp = partial.data();
-    if (format == at::MemoryFormat::Contiguous) {
+    if (planar) {
       // Tasks: (sample, channel, chunk) -> a run of one plane.
       const int64_t tasks = n * channels * chunks;
       const int64_t grain = std::max<int64_t>(1, kGrain / std::max<int64_t>(chunk_len, 1));
       at::parallel_for(0, tasks, grain, [&](int64_t begin, int64_t end) {
         for (int64_t t = begin; t < end; ++t) {
-          const int64_t chunk = t % chunks, row = t / chunks;  // row = sample * C + channel
-          const int64_t sample = row / channels, c = row % channels;
+          const int64_t chunk = t % chunks, plane = t / chunks;  // plane = sample * C + channel
+          const int64_t sample = plane / channels, c = plane % channels;
           const int64_t s0 = chunk * chunk_len, s1 = std::min(spatial, s0 + chunk_len);
-          const int64_t off = row * spatial + s0;
+          const int64_t off = plane * spatial + s0;
           pp[(sample * chunks + chunk) * channels + c] =
               span.backward_one_slope(gp + off, xp + off, gxp + off, s1 - s0, wp[c]);
         }
       });
     } else {
-      // Tasks: (sample, chunk) -> a run of pixels, all channels.
-      const int64_t tasks = n * chunks;
-      at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
-        for (int64_t t = begin; t < end; ++t) {
-          const int64_t sample = t / chunks, chunk = t % chunks;
-          const int64_t s0 = chunk * chunk_len, s1 = std::min(spatial, s0 + chunk_len);
-          scalar_t* acc = pp + t * channels;
-          const int64_t off = (sample * spatial + s0) * channels;
-          span.backward_pixels(gp + off, xp + off, gxp + off, wp, acc, s1 - s0, channels);
+      // Tasks: chunks of pixels, all channels each.
+      at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t chunk = begin; chunk < end; ++chunk) {
+          const int64_t p0 = chunk * chunk_len, p1 = std::min(run, p0 + chunk_len);
+          const int64_t off = p0 * channels;
+          span.backward_pixels(gp + off, xp + off, gxp + off, wp, pp + chunk * channels, p1 - p0, channels);
         }
       });
     }
     // Kernel 2: reduce the partial sums over samples and chunks.
     std::vector<double> sum(static_cast<size_t>(channels), 0.0);
-    for (int64_t r = 0; r < n * chunks; ++r) {
+    for (int64_t r = 0; r < rows; ++r) {
       const scalar_t* row = pp + r * channels;
       for (int64_t c = 0; c < channels; ++c) sum[c] += static_cast<double>(row[c]);
     }

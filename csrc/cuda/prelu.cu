@@ -5,7 +5,8 @@
 //   forward   one flat, grid-stride pass; each thread handles a 16-byte vector when the pointers allow;
 //             the channel of an element is tracked incrementally (one division per vector).
 //   backward  kernel 1 writes grad_x and float32 partial sums of x*grad over x <= 0, one per
-//             (sample, spatial chunk, channel): rows of the partial buffer are (sample, chunk);
+//             (sample, spatial chunk, channel): rows of the partial buffer are (sample, chunk)
+//             (channels-last x: chunks of all N * spatial pixels, which that layout stores alike);
 //             kernel 2 reduces the rows into grad_weight [C] (in weight's dtype).
 //             Contiguous x: a block per (sample, channel) plane chunk, vector loads once aligned.
 //             Channels-last x: a block per (sample, pixel chunk, channel group); threads run along
@@ -235,7 +236,7 @@ __global__ void prelu_backward_channels_last_kernel(const scalar_t* __restrict__
                                                     acc_t* __restrict__ partial, int64_t channels,
                                                     int64_t spatial, int64_t chunk_len, int64_t chunks) {
   using opmath_t = at::opmath_type<scalar_t>;
-  extern __shared__ unsigned char shared_bytes[];
+  extern __shared__ __align__(16) unsigned char shared_bytes[];
   acc_t* shared = reinterpret_cast<acc_t*>(shared_bytes);  // [ty][tx * VEC]
   const int tx = blockDim.x, ty = blockDim.y;
   const int64_t row = blockIdx.x;  // sample * chunks + chunk
@@ -288,22 +289,30 @@ __global__ void prelu_backward_channels_last_kernel(const scalar_t* __restrict__
 
 // ---- backward, kernel 2 -------------------------------------------------------------------------
 
-// grad_weight[c] = sum over rows of partial[row, c]. Block (32, 8): x over channels, y over rows.
+// grad_weight[c] = sum over rows of partial[row, c]. Block (32, kReduceRows): x over channels, y over
+// rows; each thread keeps several loads in flight.
+constexpr int kReduceRows = 32;
+
 template <typename scalar_t, typename acc_t>
 __global__ void prelu_grad_weight_kernel(const acc_t* __restrict__ partial, scalar_t* __restrict__ grad_weight,
                                          int64_t rows, int64_t channels) {
-  __shared__ acc_t shared[8][32];
+  __shared__ acc_t shared[kReduceRows][33];
   const int64_t c = static_cast<int64_t>(blockIdx.x) * 32 + threadIdx.x;
-  acc_t acc = 0;
+  acc_t acc[4] = {0, 0, 0, 0};
   if (c < channels) {
-    for (int64_t r = threadIdx.y; r < rows; r += 8) acc += partial[r * channels + c];
+    int64_t r = threadIdx.y;
+    for (; r + 3 * kReduceRows < rows; r += 4 * kReduceRows) {
+#pragma unroll
+      for (int k = 0; k < 4; ++k) acc[k] += partial[(r + k * kReduceRows) * channels + c];
+    }
+    for (; r < rows; r += kReduceRows) acc[0] += partial[r * channels + c];
   }
-  shared[threadIdx.y][threadIdx.x] = acc;
+  shared[threadIdx.y][threadIdx.x] = (acc[0] + acc[1]) + (acc[2] + acc[3]);
   __syncthreads();
   if (threadIdx.y == 0 && c < channels) {
     acc_t total = 0;
-#pragma unroll
-    for (int k = 0; k < 8; ++k) total += shared[k][threadIdx.x];
+#pragma unroll 8
+    for (int k = 0; k < kReduceRows; ++k) total += shared[k][threadIdx.x];
     grad_weight[c] = static_cast<scalar_t>(total);
   }
 }
@@ -389,7 +398,7 @@ std::tuple<at::Tensor, at::Tensor> prelu_backward_cuda(const at::Tensor& grad_in
     scalar_t* gxp = grad_x.mutable_data_ptr<scalar_t>();
     at::Tensor partial;
     int64_t rows = 0;
-    if (format == at::MemoryFormat::Contiguous) {
+    if (format == at::MemoryFormat::Contiguous && spatial > 1) {
       // Vector loads once aligned: needs x, grad and grad_x at the same offset from a 16-byte boundary.
       const auto mis = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % kVecBytes; };
       const bool vec = mis(xp) == mis(gp) && mis(xp) == mis(gxp) && mis(xp) % sizeof(scalar_t) == 0;
@@ -407,21 +416,23 @@ std::tuple<at::Tensor, at::Tensor> prelu_backward_cuda(const at::Tensor& grad_in
                                                    chunk_len, stream);
       }
     } else {
+      // Memory [N * spatial, C]: samples and positions are alike, so all pixels form one run.
+      const int64_t pixels = n * spatial;
       const bool vec = channels % kVec == 0 && aligned(xp, kVecBytes) && aligned(gp, kVecBytes) &&
                        aligned(gxp, kVecBytes);
-      const ChannelsLastGrid geo = channels_last_grid(channels, spatial, vec ? kVec : 1);
-      rows = n * geo.chunks;
+      const ChannelsLastGrid geo = channels_last_grid(channels, pixels, vec ? kVec : 1);
+      rows = geo.chunks;
       partial = at::empty({rows, channels}, x.options().dtype(acc_type));
       acc_t* pp = partial.mutable_data_ptr<acc_t>();
       if (vec) {
-        launch_backward_channels_last<scalar_t, acc_t, kVec>(gp, xp, gxp, wp, pp, n, channels, spatial, geo, stream);
+        launch_backward_channels_last<scalar_t, acc_t, kVec>(gp, xp, gxp, wp, pp, 1, channels, pixels, geo, stream);
       } else {
-        launch_backward_channels_last<scalar_t, acc_t, 1>(gp, xp, gxp, wp, pp, n, channels, spatial, geo, stream);
+        launch_backward_channels_last<scalar_t, acc_t, 1>(gp, xp, gxp, wp, pp, 1, channels, pixels, geo, stream);
       }
     }
     // Kernel 2: the reduction over samples (and chunks).
     const dim3 grid(static_cast<unsigned>((channels + 31) / 32));
-    const dim3 block(32, 8);
+    const dim3 block(32, kReduceRows);
     prelu_grad_weight_kernel<scalar_t, acc_t><<<grid, block, 0, stream>>>(
         partial.const_data_ptr<acc_t>(), grad_weight.mutable_data_ptr<scalar_t>(), rows, channels);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
