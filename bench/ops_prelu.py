@@ -4,6 +4,7 @@ The size is the reference system's training batch: 64 patches of 31x31 with 64 c
 of the first conv layer). ``cases(device)`` is imported by bench/ops.py; run this file alone with
 
     PYTHONPATH=python python bench/ops_prelu.py [--device cpu|cuda] [--dtype float32|float16|bfloat16]
+                                                [--threads N]
 """
 
 from __future__ import annotations
@@ -83,7 +84,10 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     parser.add_argument("--min-run-time", type=float, default=2.0, help="seconds per measurement and side")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{torch.get_num_threads()} CPU threads"
     print(f"torch {torch.__version__}, {where}, dtype {args.dtype}")
