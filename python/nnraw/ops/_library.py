@@ -15,10 +15,12 @@ try:
     from nnraw import _C  # noqa: F401  (registers torch.ops.nnraw.*)
 
     HAVE_COMPILED = True
+    BUILT_WITH_CUDA = bool(_C.built_with_cuda())  # a constant: torch.compile can't trace pybind11 calls
     _IMPORT_ERROR: str | None = None
 except ImportError as exc:  # pragma: no cover - exercised only without a build
     _C = None
     HAVE_COMPILED = False
+    BUILT_WITH_CUDA = False
     _IMPORT_ERROR = str(exc)
 
 _warned = False
@@ -46,7 +48,7 @@ def use_compiled(*tensors: torch.Tensor) -> bool:
     if not HAVE_COMPILED:
         return False
     for t in tensors:
-        if t.device.type == "cuda" and not _C.built_with_cuda():
+        if t.device.type == "cuda" and not BUILT_WITH_CUDA:
             return False
         if t.device.type not in ("cpu", "cuda", "meta"):
             return False
@@ -70,7 +72,7 @@ def build_info() -> dict:
         "torch_cuda": torch.version.cuda,
         "compiled_library": HAVE_COMPILED,
         "library_path": getattr(_C, "__file__", None),
-        "built_with_cuda": bool(HAVE_COMPILED and _C.built_with_cuda()),
+        "built_with_cuda": BUILT_WITH_CUDA,
         "cuda_available": torch.cuda.is_available(),
         "cpu_threads": torch.get_num_threads(),
         "kernels": {},

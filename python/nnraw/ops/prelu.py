@@ -22,20 +22,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nnraw.ops import _library
 from nnraw.ops._library import HAVE_COMPILED, use_compiled, warn_fallback
 
-# use_compiled() asks the pybind11 module whether CUDA kernels were built, a call torch.compile cannot
-# trace (fullgraph=True fails on CUDA tensors). While compiling, the same answer comes from here.
-_CUDA_KERNELS = bool(HAVE_COMPILED and _library._C.built_with_cuda())
-
-
 def _use_kernels(x: torch.Tensor) -> bool:
-    """use_compiled(x, weight), in a form torch.compile can trace (weight is on x's device)."""
-    if not torch.compiler.is_compiling():
-        return use_compiled(x)
-    kind = x.device.type
-    return HAVE_COMPILED and (kind in ("cpu", "meta") or (kind == "cuda" and _CUDA_KERNELS))
+    """use_compiled(x, weight) (weight is on x's device); traceable by torch.compile."""
+    return use_compiled(x)
 
 
 _DTYPES = {
