@@ -25,6 +25,7 @@
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 namespace nnraw {
@@ -141,6 +142,26 @@ std::array<float, 11> ms_ssim_window() {
 
 namespace {
 
+// The hot loops are written so that the compiler vectorises them (no float reductions in inner loops,
+// ivdep where pointers cannot alias) and are compiled twice: for the baseline ISA and, on x86-64 with GCC/Clang, for AVX2+FMA (chosen at run time).
+#if defined(__GNUC__) && defined(__x86_64__)
+#define NNRAW_ALWAYS_INLINE inline __attribute__((always_inline))
+#define NNRAW_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#define NNRAW_HAVE_AVX2_CLONE 1
+#else
+#define NNRAW_ALWAYS_INLINE inline
+#define NNRAW_HAVE_AVX2_CLONE 0
+#endif
+
+bool cpu_has_avx2() {
+#if NNRAW_HAVE_AVX2_CLONE
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return has;
+#else
+  return false;
+#endif
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Central-pixel mixed loss.
 // ---------------------------------------------------------------------------------------------------
@@ -173,34 +194,48 @@ struct CenterStats {
   T l, cs[kScales], ms, l1;
 };
 
-// Moments of one patch (two-pass: means first, then centred second moments).
+// Moments of one patch (two-pass: means first, then centred second moments). The rows are accumulated
+// column-wise into work[P] buffers (vectorisable), then reduced with the column weights.
 template <typename T>
-void center_stats(const T* x, const T* y, int64_t P, const T* g, CenterStats<T>& st) {
+NNRAW_ALWAYS_INLINE void center_stats(const T* __restrict x, const T* __restrict y, int64_t P, const T* __restrict g,
+                                      T* __restrict work, CenterStats<T>& st) {
+  T* __restrict ca = work;
+  T* __restrict cb = work + P;
+  T* __restrict cc = work + 2 * P;
+  auto dot = [&](const T* gs, const T* v) {
+    T acc = 0;
+    for (int64_t c = 0; c < P; ++c) acc += gs[c] * v[c];
+    return acc;
+  };
   for (int s = 0; s < kScales; ++s) {
     const T* gs = g + s * P;
-    T mx = 0, my = 0;
+    std::fill(ca, ca + 2 * P, T(0));
     for (int64_t r = 0; r < P; ++r) {
-      T rx = 0, ry = 0;
+      const T gr = gs[r];
+      const T* __restrict xr = x + r * P;
+      const T* __restrict yr = y + r * P;
+#pragma GCC ivdep
       for (int64_t c = 0; c < P; ++c) {
-        rx += gs[c] * x[r * P + c];
-        ry += gs[c] * y[r * P + c];
+        ca[c] += gr * xr[c];
+        cb[c] += gr * yr[c];
       }
-      mx += gs[r] * rx;
-      my += gs[r] * ry;
     }
-    T vx = 0, vy = 0, cv = 0;
+    const T mx = dot(gs, ca), my = dot(gs, cb);
+    std::fill(ca, ca + 3 * P, T(0));
     for (int64_t r = 0; r < P; ++r) {
-      T rxx = 0, ryy = 0, rxy = 0;
+      const T gr = gs[r];
+      const T* __restrict xr = x + r * P;
+      const T* __restrict yr = y + r * P;
+#pragma GCC ivdep
       for (int64_t c = 0; c < P; ++c) {
-        const T dx = x[r * P + c] - mx, dy = y[r * P + c] - my;
-        rxx += gs[c] * dx * dx;
-        ryy += gs[c] * dy * dy;
-        rxy += gs[c] * dx * dy;
+        const T dx = xr[c] - mx, dy = yr[c] - my;
+        const T gdx = gr * dx;
+        ca[c] += gdx * dx;
+        cb[c] += gr * dy * dy;
+        cc[c] += gdx * dy;
       }
-      vx += gs[r] * rxx;
-      vy += gs[r] * ryy;
-      cv += gs[r] * rxy;
     }
+    const T vx = dot(gs, ca), vy = dot(gs, cb), cv = dot(gs, cc);
     st.mux[s] = mx; st.muy[s] = my; st.vx[s] = vx; st.vy[s] = vy; st.cov[s] = cv;
     st.cs[s] = (2 * cv + T(kC2)) / (vx + vy + T(kC2));
   }
@@ -209,13 +244,101 @@ void center_stats(const T* x, const T* y, int64_t P, const T* g, CenterStats<T>&
   st.ms = st.l;
   for (int s = 0; s < kScales; ++s) st.ms *= st.cs[s];
   const T* g8 = g + L * P;
-  T l1 = 0;
+  std::fill(ca, ca + P, T(0));
   for (int64_t r = 0; r < P; ++r) {
-    T row = 0;
-    for (int64_t c = 0; c < P; ++c) row += g8[c] * std::abs(x[r * P + c] - y[r * P + c]);
-    l1 += g8[r] * row;
+    const T gr = g8[r];
+    const T* __restrict xr = x + r * P;
+    const T* __restrict yr = y + r * P;
+#pragma GCC ivdep
+    for (int64_t c = 0; c < P; ++c) ca[c] += gr * std::abs(xr[c] - yr[c]);
   }
-  st.l1 = l1;
+  st.l1 = dot(g8, ca);
+}
+
+// Loss of patches [begin, end).
+template <typename T>
+NNRAW_ALWAYS_INLINE void center_forward_body(const T* x, const T* y, int64_t P, const T* g, T alpha, T* out,
+                                             int64_t begin, int64_t end) {
+  std::vector<T> work(3 * P);
+  CenterStats<T> st;
+  for (int64_t i = begin; i < end; ++i) {
+    center_stats(x + i * P * P, y + i * P * P, P, g, work.data(), st);
+    out[i] = alpha * (1 - st.ms) + (1 - alpha) * st.l1;
+  }
+}
+
+// Gradient of patches [begin, end):
+//   d loss / dx_p = grad (-alpha dMS/dx_p + (1 - alpha) sign(x_p - y_p) G_8(p)),
+//   dMS/dx_p = dMS/dl dl/dx_p + sum_s dMS/dcs_s dcs_s/dx_p,
+//   dl/dx_p = 2 G_8(p) (mu_y - mu_x l) / (mu_x^2 + mu_y^2 + C1)                     (sigma 8 moments)
+//   dcs_s/dx_p = 2 G_s(p) / (var_x + var_y + C2) ((y_p - mu_y) - cs_s (x_p - mu_x))
+// with dMS/dl, dMS/dcs_s the products of the other factors (no division by a possibly zero cs).
+template <typename T>
+NNRAW_ALWAYS_INLINE void center_backward_body(const T* grad, const T* x, const T* y, int64_t P, const T* g, T a,
+                                              T* out, int64_t begin, int64_t end) {
+  std::vector<T> work(3 * P);
+  CenterStats<T> st;
+  const int L = kScales - 1;
+  for (int64_t i = begin; i < end; ++i) {
+    const T* xi = x + i * P * P;
+    const T* yi = y + i * P * P;
+    T* oi = out + i * P * P;
+    center_stats(xi, yi, P, g, work.data(), st);
+    T dms_dl = 1;
+    for (int s = 0; s < kScales; ++s) dms_dl *= st.cs[s];
+    T coef_cs[kScales], ox[kScales];  // per scale: -alpha grad dMS/dcs_s 2 / den_s;  mu_y - cs mu_x
+    for (int s = 0; s < kScales; ++s) {
+      T others = st.l;
+      for (int j = 0; j < kScales; ++j)
+        if (j != s) others *= st.cs[j];
+      coef_cs[s] = -a * grad[i] * others * 2 / (st.vx[s] + st.vy[s] + T(kC2));
+      ox[s] = st.muy[s] - st.cs[s] * st.mux[s];
+    }
+    const T mx = st.mux[L], my = st.muy[L];
+    const T coef_l = -a * grad[i] * dms_dl * 2 * (my - mx * st.l) / (mx * mx + my * my + T(kC1));
+    const T coef_l1 = (1 - a) * grad[i];
+    for (int64_t r = 0; r < P; ++r) {
+      T rs[kScales];
+      for (int s = 0; s < kScales; ++s) rs[s] = coef_cs[s] * g[s * P + r];
+      const T r8 = g[L * P + r];
+      const T* __restrict xr = xi + r * P;
+      const T* __restrict yr = yi + r * P;
+      T* __restrict orow = oi + r * P;
+#pragma GCC ivdep
+      for (int64_t c = 0; c < P; ++c) {
+        const T xv = xr[c], yv = yr[c];
+        const T d = xv - yv;
+        const T sgn = static_cast<T>(d > 0) - static_cast<T>(d < 0);
+        T v = (coef_l + coef_l1 * sgn) * r8 * g[L * P + c];
+        for (int s = 0; s < kScales; ++s)  // (y - mu_y) - cs (x - mu_x) = y - cs x - (mu_y - cs mu_x)
+          v += rs[s] * g[s * P + c] * (yv - st.cs[s] * xv - ox[s]);
+        orow[c] = v;
+      }
+    }
+  }
+}
+
+#if NNRAW_HAVE_AVX2_CLONE
+template <typename T>
+NNRAW_TARGET_AVX2 void center_forward_avx2(const T* x, const T* y, int64_t P, const T* g, T alpha, T* out,
+                                           int64_t begin, int64_t end) {
+  center_forward_body(x, y, P, g, alpha, out, begin, end);
+}
+template <typename T>
+NNRAW_TARGET_AVX2 void center_backward_avx2(const T* grad, const T* x, const T* y, int64_t P, const T* g, T a,
+                                            T* out, int64_t begin, int64_t end) {
+  center_backward_body(grad, x, y, P, g, a, out, begin, end);
+}
+#endif
+template <typename T>
+void center_forward_base(const T* x, const T* y, int64_t P, const T* g, T alpha, T* out, int64_t begin,
+                         int64_t end) {
+  center_forward_body(x, y, P, g, alpha, out, begin, end);
+}
+template <typename T>
+void center_backward_base(const T* grad, const T* x, const T* y, int64_t P, const T* g, T a, T* out,
+                          int64_t begin, int64_t end) {
+  center_backward_body(grad, x, y, P, g, a, out, begin, end);
 }
 
 at::Tensor center_ms_ssim_l1_cpu(const at::Tensor& pred, const at::Tensor& target, double alpha) {
@@ -225,17 +348,17 @@ at::Tensor center_ms_ssim_l1_cpu(const at::Tensor& pred, const at::Tensor& targe
   const int64_t N = x.size(0), C = x.size(1), P = x.size(2);
   auto out = at::empty({N, C}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "center_ms_ssim_l1_cpu", [&] {
-    const auto g = center_windows_1d<scalar_t>(P);
-    const scalar_t* xp = x.data_ptr<scalar_t>();
-    const scalar_t* yp = y.data_ptr<scalar_t>();
-    scalar_t* op = out.data_ptr<scalar_t>();
-    const scalar_t a = static_cast<scalar_t>(alpha);
+    using T = scalar_t;
+    const auto g = center_windows_1d<T>(P);
+    const T* xp = x.data_ptr<T>();
+    const T* yp = y.data_ptr<T>();
+    T* op = out.data_ptr<T>();
+    const T a = static_cast<T>(alpha);
     at::parallel_for(0, N * C, 1, [&](int64_t begin, int64_t end) {
-      CenterStats<scalar_t> st;
-      for (int64_t i = begin; i < end; ++i) {
-        center_stats(xp + i * P * P, yp + i * P * P, P, g.data(), st);
-        op[i] = a * (1 - st.ms) + (1 - a) * st.l1;
-      }
+#if NNRAW_HAVE_AVX2_CLONE
+      if (cpu_has_avx2()) return center_forward_avx2(xp, yp, P, g.data(), a, op, begin, end);
+#endif
+      center_forward_base(xp, yp, P, g.data(), a, op, begin, end);
     });
   });
   return out;
@@ -257,43 +380,11 @@ at::Tensor center_ms_ssim_l1_backward_cpu(const at::Tensor& grad, const at::Tens
     const T* gp = gr.data_ptr<T>();
     T* op = out.data_ptr<T>();
     const T a = static_cast<T>(alpha);
-    const int L = kScales - 1;
     at::parallel_for(0, N * C, 1, [&](int64_t begin, int64_t end) {
-      CenterStats<T> st;
-      for (int64_t i = begin; i < end; ++i) {
-        const T* xi = xp + i * P * P;
-        const T* yi = yp + i * P * P;
-        T* oi = op + i * P * P;
-        center_stats(xi, yi, P, g.data(), st);
-        // dMS/dl and dMS/dcs_s as products of the other factors (no division by a possibly zero cs).
-        T dms_dl = 1;
-        for (int s = 0; s < kScales; ++s) dms_dl *= st.cs[s];
-        T coef_cs[kScales];  // -alpha grad dMS/dcs_s * 2 / den_s
-        for (int s = 0; s < kScales; ++s) {
-          T others = st.l;
-          for (int j = 0; j < kScales; ++j)
-            if (j != s) others *= st.cs[j];
-          coef_cs[s] = -a * gp[i] * others * 2 / (st.vx[s] + st.vy[s] + T(kC2));
-        }
-        const T mx = st.mux[L], my = st.muy[L];
-        // dl/dx_p = 2 G_8(p) (mu_y - mu_x l) / (mu_x^2 + mu_y^2 + C1)
-        const T coef_l = -a * gp[i] * dms_dl * 2 * (my - mx * st.l) / (mx * mx + my * my + T(kC1));
-        const T coef_l1 = (1 - a) * gp[i];
-        for (int64_t r = 0; r < P; ++r) {
-          for (int64_t c = 0; c < P; ++c) {
-            const T xv = xi[r * P + c], yv = yi[r * P + c];
-            const T g8 = g[L * P + r] * g[L * P + c];
-            const T d = xv - yv;
-            const T sgn = d > 0 ? T(1) : (d < 0 ? T(-1) : T(0));
-            T v = (coef_l + coef_l1 * sgn) * g8;
-            for (int s = 0; s < kScales; ++s) {
-              const T gs = g[s * P + r] * g[s * P + c];
-              v += coef_cs[s] * gs * ((yv - st.muy[s]) - st.cs[s] * (xv - st.mux[s]));
-            }
-            oi[r * P + c] = v;
-          }
-        }
-      }
+#if NNRAW_HAVE_AVX2_CLONE
+      if (cpu_has_avx2()) return center_backward_avx2(gp, xp, yp, P, g.data(), a, op, begin, end);
+#endif
+      center_backward_base(gp, xp, yp, P, g.data(), a, op, begin, end);
     });
   });
   return out;
@@ -357,26 +448,6 @@ void pool_levels(const T* in, T* out, int64_t planes, const LevelShape& a, const
                       std::min(b.H, (blk + 1) * kRowBlock));
     }
   });
-}
-
-// The hot loops are written in blocks of kLanes columns so that the compiler vectorises them, and are
-// compiled twice: for the baseline ISA and, on x86-64 with GCC/Clang, for AVX2+FMA (chosen at run time).
-#if defined(__GNUC__) && defined(__x86_64__)
-#define NNRAW_ALWAYS_INLINE inline __attribute__((always_inline))
-#define NNRAW_TARGET_AVX2 __attribute__((target("avx2,fma")))
-#define NNRAW_HAVE_AVX2_CLONE 1
-#else
-#define NNRAW_ALWAYS_INLINE inline
-#define NNRAW_HAVE_AVX2_CLONE 0
-#endif
-
-bool cpu_has_avx2() {
-#if NNRAW_HAVE_AVX2_CLONE
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return has;
-#else
-  return false;
-#endif
 }
 
 template <typename T>
@@ -468,6 +539,7 @@ NNRAW_ALWAYS_INLINE void vertical3(const T* __restrict d, int64_t plane, int64_t
 template <typename T>
 NNRAW_ALWAYS_INLINE void horizontal(const T* __restrict v, int64_t n, const T* __restrict g, T* __restrict out) {
   const T g0 = g[0], g1 = g[1], g2 = g[2], g3 = g[3], g4 = g[4], g5 = g[5];
+#pragma GCC ivdep
   for (int64_t c = 0; c < n; ++c) {
     // symmetric window: g[k] == g[10 - k]
     out[c] = g0 * (v[c] + v[c + 10]) + g1 * (v[c + 1] + v[c + 9]) + g2 * (v[c + 2] + v[c + 8]) +
@@ -520,6 +592,7 @@ NNRAW_ALWAYS_INLINE void moments_rows_body(const T* x, const T* y, const LevelSh
     T* __restrict d0 = (Mode != kSumsOnly) ? D + (r + kHalo) * Wp + kHalo : nullptr;
     T* __restrict d1 = (Mode != kSumsOnly) ? d0 + plane_p : nullptr;
     T* __restrict d2 = (Mode != kSumsOnly) ? d1 + plane_p : nullptr;
+#pragma GCC ivdep
     for (int64_t c = 0; c < s.Wo; ++c) {
       const T m1 = pm1[c], m2 = pm2[c];
       const T m11 = m1 * m1, m22 = m2 * m2, m12 = m1 * m2;
@@ -634,14 +707,14 @@ template <typename T>
 struct Pyramid {
   std::array<LevelShape, kLevels> shape;
   std::array<const T*, kLevels> x{}, y{};
-  std::vector<T> store;
+  std::unique_ptr<T[]> store;
   Pyramid(const T* x0, const T* y0, int64_t planes, int64_t H, int64_t W) : shape(level_shapes(H, W)) {
     int64_t total = 0;
     for (int l = 1; l < kLevels; ++l) total += 2 * planes * shape[l].H * shape[l].W;
-    store.resize(total);
+    store.reset(new T[total]);
     x[0] = x0;
     y[0] = y0;
-    T* cur = store.data();
+    T* cur = store.get();
     for (int l = 1; l < kLevels; ++l) {
       const int64_t n = planes * shape[l].H * shape[l].W;
       T* xl = cur;
@@ -715,9 +788,16 @@ NNRAW_ALWAYS_INLINE void adjoint_rows_body(const T* D, const T* x, const T* y, c
     horizontal(vb, s.W, g, A);
     horizontal(vb + Wp, s.W, g, B);
     horizontal(vb + 2 * Wp, s.W, g, Cc);
-    if (gnext) {
+    if (gnext) {  // up[c] = nrow[(c + pw) / 2] / 4, written pairwise: columns (c, c + 1) share a coarse value
       const T* nrow = gnext + ((r + ph) / 2) * sn->W;
-      for (int64_t c = 0; c < s.W; ++c) up[c] = T(0.25) * nrow[(c + pw) / 2];
+      int64_t c = 0;
+      if (pw) up[c++] = T(0.25) * nrow[0];
+      for (int64_t j = pw; c + 1 < s.W; ++j, c += 2) {
+        const T v = T(0.25) * nrow[j];
+        up[c] = v;
+        up[c + 1] = v;
+      }
+      if (c < s.W) up[c] = T(0.25) * nrow[(c + pw) / 2];
     } else {
       std::fill(up, up + s.W, T(0));
     }
@@ -728,6 +808,7 @@ NNRAW_ALWAYS_INLINE void adjoint_rows_body(const T* D, const T* x, const T* y, c
     const T* __restrict pC = Cc;
     const T* __restrict pu = up;
     T* __restrict out = gx + r * s.W;
+#pragma GCC ivdep
     for (int64_t c = 0; c < s.W; ++c) out[c] = a * (pA[c] + 2 * xr[c] * pB[c] + yr[c] * pC[c]) + pu[c];
   }
 }
@@ -777,11 +858,11 @@ at::Tensor ms_ssim_backward_cpu(const at::Tensor& grad, const at::Tensor& x_in, 
       doff[l] = dtotal;
       dtotal += planes * 3 * (sh[l].Ho + 2 * kHalo) * (sh[l].Wo + 2 * kHalo);
     }
-    std::vector<T> D(dtotal);
+    std::unique_ptr<T[]> D(new T[dtotal]);  // every element is written by the moments pass
     std::vector<double> cs(kLevels * planes), ss(kLevels * planes);
     for (int l = 0; l < kLevels; ++l)
       level_moments(pyr.x[l], pyr.y[l], planes, sh[l], g.data(), C1, C2, cs.data() + l * planes,
-                    ss.data() + l * planes, D.data() + doff[l], l == kLevels - 1);
+                    ss.data() + l * planes, D.get() + doff[l], l == kLevels - 1);
     // Per-plane scale of each level's map: grad[n] / C * dMS/dv_l / (Ho Wo), zero where relu clipped.
     const auto& w = ms_ssim_weights();
     const T* gp = gr.data_ptr<T>();
@@ -820,7 +901,7 @@ at::Tensor ms_ssim_backward_cpu(const at::Tensor& grad, const at::Tensor& x_in, 
       at::parallel_for(0, planes * blocks, 1, [&](int64_t begin, int64_t end) {
         for (int64_t t = begin; t < end; ++t) {
           const int64_t p = t / blocks, blk = t % blocks;
-          adjoint_rows(D.data() + doff[l] + p * dplane, pyr.x[l] + p * s.H * s.W, pyr.y[l] + p * s.H * s.W, s,
+          adjoint_rows(D.get() + doff[l] + p * dplane, pyr.x[l] + p * s.H * s.W, pyr.y[l] + p * s.H * s.W, s,
                        g.data(), scale[l * planes + p], gn ? gn + p * sn->H * sn->W : nullptr, sn,
                        gl + p * s.H * s.W, blk * kRowBlock, std::min(s.H, (blk + 1) * kRowBlock));
         }
