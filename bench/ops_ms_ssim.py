@@ -1,6 +1,6 @@
 """Speed of the MS-SSIM ops against their baselines, side by side in one run.
 
-    PYTHONPATH=python python bench/ops_ms_ssim.py [--device cpu|cuda] [--threads N] [--min-time S]
+    PYTHONPATH=python python bench/ops_ms_ssim.py [--device cpu|cuda] [--threads N] [--min-time S] [--rounds R]
 
 Cases: full-image MS-SSIM (8x3x256x256) against pytorch_msssim (+ autograd for fwd+bwd), and the
 central-pixel mixed loss (64x3x31x31 patches) against its pure-PyTorch reference (+ autograd).
@@ -10,6 +10,7 @@ central-pixel mixed loss (64x3x31x31 patches) against its pure-PyTorch reference
 from __future__ import annotations
 
 import argparse
+import statistics
 
 import torch
 import torch.utils.benchmark as benchmark
@@ -77,7 +78,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--min-time", type=float, default=2.0, help="seconds of timing per measurement")
+    parser.add_argument("--min-time", type=float, default=2.0, help="seconds of timing per op and case")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per case")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -89,15 +91,18 @@ def main(argv: list[str] | None = None) -> None:
     print(header)
     print("-" * len(header))
     for c in cases(args.device):
-        times = {}
-        for who in ("baseline", "nnraw"):
-            fn = c[who]
-            fn()  # warm-up (and first-call allocations)
-            timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=args.threads)
-            times[who] = timer.blocked_autorange(min_run_time=args.min_time).median * 1e3
+        # Interleaved rounds (baseline, nnraw, baseline, ...) so that a busy machine slows both alike;
+        # the speed-up is the median of the per-round ratios.
+        times = {"baseline": [], "nnraw": []}
+        for who in times:
+            c[who]()  # warm-up (first-call allocations)
+        for _ in range(args.rounds):
+            for who in times:
+                timer = benchmark.Timer(stmt="fn()", globals={"fn": c[who]}, num_threads=args.threads)
+                times[who].append(timer.blocked_autorange(min_run_time=args.min_time / args.rounds).median * 1e3)
+        ratio = statistics.median(b / n for b, n in zip(times["baseline"], times["nnraw"]))
         print(f"{c['op']:18s} {c['case']:8s} {c['size']:14s} {c['baseline_name']:22s} "
-              f"{times['baseline']:11.2f} {times['nnraw']:9.2f} {times['baseline'] / times['nnraw']:7.2f}x")
-
+              f"{statistics.median(times['baseline']):11.2f} {statistics.median(times['nnraw']):9.2f} {ratio:7.2f}x")
 
 if __name__ == "__main__":
     main()

@@ -237,6 +237,16 @@ __global__ void __launch_bounds__(kThreads) center_backward_kernel(const scalar_
   }
 }
 
+// Shared memory of the central-loss kernels: reduction scratch plus the 1-D windows (5 P values), within
+// the 48 KiB available without opting in.
+template <typename acc_t>
+size_t center_smem_bytes(const char* op, int64_t P) {
+  const size_t bytes = sizeof(acc_t) * (32 * (3 * kScales + 1) + kScales * P);
+  const int64_t max_p = static_cast<int64_t>((48 * 1024 / sizeof(acc_t) - 32 * (3 * kScales + 1)) / kScales);
+  TORCH_CHECK(bytes <= 48 * 1024, op, ": patch side P must be <= ", max_p, " on CUDA for this dtype, got ", P);
+  return bytes;
+}
+
 Sigmas sigmas() {
   Sigmas s;
   for (int i = 0; i < kScales; ++i) s.s[i] = center_sigmas()[i];
@@ -255,7 +265,7 @@ at::Tensor center_ms_ssim_l1_cuda(const at::Tensor& pred, const at::Tensor& targ
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "center_ms_ssim_l1_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const size_t smem = sizeof(acc_t) * (32 * (3 * kScales + 1) + kScales * P);
+    const size_t smem = center_smem_bytes<acc_t>("nnraw.center_ms_ssim_l1", P);
     center_forward_kernel<scalar_t><<<static_cast<unsigned>(N * C), kThreads, smem, stream>>>(
         x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), static_cast<int>(P), alpha,
         sigmas());
@@ -278,7 +288,7 @@ at::Tensor center_ms_ssim_l1_backward_cuda(const at::Tensor& grad, const at::Ten
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "center_ms_ssim_l1_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const size_t smem = sizeof(acc_t) * (32 * (3 * kScales + 1) + kScales * P);
+    const size_t smem = center_smem_bytes<acc_t>("nnraw.center_ms_ssim_l1_backward", P);
     center_backward_kernel<scalar_t><<<static_cast<unsigned>(N * C), kThreads, smem, stream>>>(
         gr.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
         static_cast<int>(P), alpha, sigmas());
