@@ -9,7 +9,9 @@
 // and writes one partial sum per block (summed in float64, deterministic). The backward also writes the
 // per-pixel derivative maps into zero-padded buffers; a second fused kernel per scale (coarse to fine)
 // filters them with the adjoint of the valid filter, multiplies by x, y and adds the pooling adjoint of
-// the coarser scale's gradient. float16/bfloat16 are computed in float32; float64 stays float64.
+// the coarser scale's gradient. One combine kernel reduces the partial sums of all scales per plane.
+// Launches: forward 4 pool + 5 moments + 1 combine (+ the channel mean); backward adds one memset and
+// 5 adjoint kernels. float16/bfloat16 are computed in float32; float64 stays float64.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -451,21 +453,28 @@ __global__ void __launch_bounds__(TW * BY) moments_kernel(const T* __restrict__ 
   }
 }
 
-// Per plane: the MS-SSIM value, and (when grad is given) the scale of each level's derivative map:
-// grad[n] / C * dMS/dv_l / (Ho_l Wo_l), zero where relu clipped v_l.
+// Per plane: the means of the cs / ssim maps from the per-tile partial sums (summed in a fixed order, so
+// the result is deterministic), the MS-SSIM value, and (when grad is given) the scale of each level's
+// derivative map: grad[n] / C * dMS/dv_l / (Ho_l Wo_l), zero where relu clipped v_l.
 struct LevelConsts {
   double w[kLevels];
-  double count[kLevels];
+  double count[kLevels];     // Ho * Wo
+  int64_t offset[kLevels];   // of the level's partial sums [planes][tiles][2] in the partial buffer
+  int64_t tiles[kLevels];
 };
 
-__global__ void combine_kernel(const double* __restrict__ means_cs, const double* __restrict__ means_ss,
-                               int64_t planes, int64_t C, LevelConsts k, double* __restrict__ ms,
-                               const double* __restrict__ grad, double* __restrict__ scale) {
+__global__ void combine_kernel(const double* __restrict__ partial, int64_t planes, int64_t C, LevelConsts k,
+                               double* __restrict__ ms, const double* __restrict__ grad, double* __restrict__ scale) {
   const int64_t p = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (p >= planes) return;
   double v[kLevels];
-  for (int l = 0; l < kLevels - 1; ++l) v[l] = fmax(means_cs[l * planes + p], 0.0);
-  v[kLevels - 1] = fmax(means_ss[(kLevels - 1) * planes + p], 0.0);
+  for (int l = 0; l < kLevels; ++l) {
+    const double* part = partial + k.offset[l] + p * k.tiles[l] * 2;
+    const int which = l < kLevels - 1 ? 0 : 1;  // cs for levels 0-3, ssim for the last
+    double sum = 0;
+    for (int64_t t = 0; t < k.tiles[l]; ++t) sum += part[2 * t + which];
+    v[l] = fmax(sum / k.count[l], 0.0);
+  }
   double m = 1;
   for (int l = 0; l < kLevels; ++l) m *= pow(v[l], k.w[l]);
   if (ms) ms[p] = m;
@@ -551,17 +560,19 @@ unsigned flat_blocks(int64_t n) {
   return static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 65535));
 }
 
-// Everything the forward and backward share: the pyramid, the per-level means, optional derivative maps.
+// Everything the forward and backward share: the pyramid, the per-tile partial sums of every level (one
+// buffer), optionally the zero-padded derivative maps of every level (one buffer, one memset).
 struct MsSsimRun {
   std::array<LevelShape, kLevels> sh;
-  std::array<at::Tensor, kLevels> x, y, D;
-  at::Tensor means_cs, means_ss;  // [5, planes] float64
+  std::array<at::Tensor, kLevels> x, y;
+  at::Tensor partial, D;
+  std::array<int64_t, kLevels> doff{};
   LevelConsts consts;
 };
 
 template <typename T>
 MsSsimRun ms_ssim_levels(const at::Tensor& x0, const at::Tensor& y0, double data_range, bool derivatives,
-                            cudaStream_t stream) {
+                         cudaStream_t stream) {
   MsSsimRun run;
   const int64_t N = x0.size(0), C = x0.size(1), planes = N * C;
   run.sh = level_shapes(x0.size(2), x0.size(3));
@@ -582,38 +593,37 @@ MsSsimRun ms_ssim_levels(const at::Tensor& x0, const at::Tensor& y0, double data
   for (int k = 0; k < kTaps; ++k) win.g[k] = static_cast<T>(gf[k]);
   const T C1 = static_cast<T>((0.01 * data_range) * (0.01 * data_range));
   const T C2 = static_cast<T>((0.03 * data_range) * (0.03 * data_range));
-  auto dopt = x0.options().dtype(at::kDouble);
-  std::vector<at::Tensor> cs(kLevels), ss(kLevels);
+  std::array<dim3, kLevels> grids;
+  int64_t ptotal = 0, dtotal = 0;
   for (int l = 0; l < kLevels; ++l) {
     const auto& s = run.sh[l];
-    const dim3 grid = tile_grid(s.Ho, s.Wo, planes);
-    const int64_t tiles = static_cast<int64_t>(grid.x) * grid.y;
-    auto partial = at::empty({planes, tiles, 2}, dopt);
-    T* D = nullptr;
-    if (derivatives) {
-      run.D[l] = at::zeros({planes, 3, s.Ho + 2 * kHalo, s.Wo + 2 * kHalo}, x0.options());
-      D = run.D[l].data_ptr<T>();
-    }
-    const dim3 block(TW, BY);
-    const T* xl = run.x[l].data_ptr<T>();
-    const T* yl = run.y[l].data_ptr<T>();
-    double* pp = partial.data_ptr<double>();
-    if (!derivatives) {
-      moments_kernel<T, kSumsOnly><<<grid, block, 0, stream>>>(xl, yl, planes, s, win, C1, C2, pp, D);
-    } else if (l < kLevels - 1) {
-      moments_kernel<T, kCsDerivative><<<grid, block, 0, stream>>>(xl, yl, planes, s, win, C1, C2, pp, D);
-    } else {
-      moments_kernel<T, kSsimDerivative><<<grid, block, 0, stream>>>(xl, yl, planes, s, win, C1, C2, pp, D);
-    }
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    auto means = partial.sum(1) / static_cast<double>(s.Ho * s.Wo);  // [planes, 2]
-    cs[l] = means.select(1, 0);
-    ss[l] = means.select(1, 1);
+    grids[l] = tile_grid(s.Ho, s.Wo, planes);
     run.consts.w[l] = ms_ssim_weights()[l];
     run.consts.count[l] = static_cast<double>(s.Ho * s.Wo);
+    run.consts.tiles[l] = static_cast<int64_t>(grids[l].x) * grids[l].y;
+    run.consts.offset[l] = ptotal;
+    ptotal += planes * run.consts.tiles[l] * 2;
+    run.doff[l] = dtotal;
+    dtotal += planes * 3 * (s.Ho + 2 * kHalo) * (s.Wo + 2 * kHalo);
   }
-  run.means_cs = at::stack(cs, 0).contiguous();
-  run.means_ss = at::stack(ss, 0).contiguous();
+  run.partial = at::empty({ptotal}, x0.options().dtype(at::kDouble));
+  if (derivatives) run.D = at::zeros({dtotal}, x0.options());
+  const dim3 block(TW, BY);
+  for (int l = 0; l < kLevels; ++l) {
+    const auto& s = run.sh[l];
+    const T* xl = run.x[l].data_ptr<T>();
+    const T* yl = run.y[l].data_ptr<T>();
+    double* pp = run.partial.data_ptr<double>() + run.consts.offset[l];
+    T* D = derivatives ? run.D.data_ptr<T>() + run.doff[l] : nullptr;
+    if (!derivatives) {
+      moments_kernel<T, kSumsOnly><<<grids[l], block, 0, stream>>>(xl, yl, planes, s, win, C1, C2, pp, D);
+    } else if (l < kLevels - 1) {
+      moments_kernel<T, kCsDerivative><<<grids[l], block, 0, stream>>>(xl, yl, planes, s, win, C1, C2, pp, D);
+    } else {
+      moments_kernel<T, kSsimDerivative><<<grids[l], block, 0, stream>>>(xl, yl, planes, s, win, C1, C2, pp, D);
+    }
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
   return run;
 }
 
@@ -634,8 +644,7 @@ at::Tensor ms_ssim_cuda(const at::Tensor& x_in, const at::Tensor& y_in, double d
   AT_DISPATCH_FLOATING_TYPES(ct, "ms_ssim_cuda", [&] {
     auto run = ms_ssim_levels<scalar_t>(x, y, data_range, false, stream);
     combine_kernel<<<static_cast<unsigned>((planes + 127) / 128), 128, 0, stream>>>(
-        run.means_cs.data_ptr<double>(), run.means_ss.data_ptr<double>(), planes, C, run.consts,
-        ms.data_ptr<double>(), nullptr, nullptr);
+        run.partial.data_ptr<double>(), planes, C, run.consts, ms.data_ptr<double>(), nullptr, nullptr);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return ms.view({N, C}).mean(1).to(x_in.scalar_type());
@@ -658,8 +667,8 @@ at::Tensor ms_ssim_backward_cuda(const at::Tensor& grad, const at::Tensor& x_in,
     auto run = ms_ssim_levels<T>(x, y, data_range, true, stream);
     auto scale = at::empty({kLevels, planes}, x.options().dtype(at::kDouble));
     combine_kernel<<<static_cast<unsigned>((planes + 127) / 128), 128, 0, stream>>>(
-        run.means_cs.data_ptr<double>(), run.means_ss.data_ptr<double>(), planes, C, run.consts, nullptr,
-        g.data_ptr<double>(), scale.data_ptr<double>());
+        run.partial.data_ptr<double>(), planes, C, run.consts, nullptr, g.data_ptr<double>(),
+        scale.data_ptr<double>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     Window<T> win;
     const auto gf = ms_ssim_window();
@@ -671,7 +680,7 @@ at::Tensor ms_ssim_backward_cuda(const at::Tensor& grad, const at::Tensor& x_in,
       const int64_t Hn = l < kLevels - 1 ? run.sh[l + 1].H : 0;
       const int64_t Wn = l < kLevels - 1 ? run.sh[l + 1].W : 0;
       adjoint_kernel<T><<<tile_grid(s.H, s.W, planes), dim3(TW, BY), 0, stream>>>(
-          run.D[l].data_ptr<T>(), run.x[l].data_ptr<T>(), run.y[l].data_ptr<T>(), planes, s, win,
+          run.D.data_ptr<T>() + run.doff[l], run.x[l].data_ptr<T>(), run.y[l].data_ptr<T>(), planes, s, win,
           scale.data_ptr<double>() + l * planes, gnext.defined() ? gnext.data_ptr<T>() : nullptr, Hn, Wn,
           gl.data_ptr<T>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
