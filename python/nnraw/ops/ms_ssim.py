@@ -340,7 +340,7 @@ def ms_ssim_l1_loss(pred: torch.Tensor, target: torch.Tensor, alpha: float = 0.8
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"nnraw.ms_ssim_l1_loss: alpha must be in [0, 1], got {alpha:g}")
     ms = ms_ssim(pred, target, data_range)
-    l1 = gaussian_weighted_l1(pred, target) / data_range
+    l1 = gaussian_weighted_l1(pred, target.detach()) / data_range   # target gets no gradient, as in ms_ssim
     return (alpha * (1 - ms) + (1 - alpha) * l1).mean()
 
 
