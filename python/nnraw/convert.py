@@ -1,0 +1,399 @@
+"""`nnraw convert`: camera raw -> demosaiced (and, with a model, denoised) linear DNG.
+
+The pipeline, one named and timed stage each (``ConvertResult.stages`` holds the seconds)::
+
+    read          raw.read_raw: Bayer mosaic + metadata (rawpy/LibRaw)
+    normalise     raw.normalise: black subtraction, scale to [0, 1]             -> Tensor[1, 1, H, W]
+    pre_demosaic  ops.edge_aware_demosaic with the as-shot white balance        -> Tensor[1, 3, H, W]
+    network       infer.denoise_camera_rgb (skipped for --model none)           -> Tensor[1, 3, H, W]
+    render        preview.render_srgb: the DNG's sRGB preview (+ --preview/--compare)
+    write_dng     dng.write_dng_file into a temporary file beside the output
+    copy_metadata dng.copy_metadata: Exif/XMP of the source (pyexiv2)
+    (then the temporary file is fsynced and renamed: an output is complete or absent)
+
+The original raw is only ever opened for reading.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = [
+    "ConvertResult", "ModelUnavailableError", "convert_file", "default_output", "collect_inputs",
+    "add_arguments", "run", "read", "normalise_mosaic", "pre_demosaic", "network", "render_preview",
+    "write_dng", "copy_source_metadata", "PREVIEW_MAX_SIZE",
+]
+
+#: Longer side of the sRGB preview embedded in IFD0 (Adobe writes 256..1024).
+PREVIEW_MAX_SIZE = 1024
+#: Rows per strip of the pre-demosaic (bounds its memory; the result does not depend on it).
+DEMOSAIC_ROWS_PER_STRIP = 512
+_HALO = 4  # rows of context each side of a strip; even, so every strip starts on the same CFA phase
+OUTPUT_SUFFIX = "-nnraw.dng"
+
+
+class ModelUnavailableError(RuntimeError):
+    """A --model other than "none" was asked for and this build cannot run it."""
+
+
+@dataclasses.dataclass
+class ConvertResult:
+    """What happened to one input. ``stages`` maps stage name -> seconds."""
+
+    input: str
+    output: str | None
+    ok: bool
+    error: str | None = None
+    seconds: float = 0.0
+    stages: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def as_json(self) -> dict:
+        return {"input": self.input, "output": self.output, "ok": self.ok, "error": self.error,
+                "seconds": round(self.seconds, 4), "stages": {k: round(v, 4) for k, v in self.stages.items()}}
+
+
+# ----------------------------------------------------------------------------------------------- stages
+
+def read(path: Path):
+    """Stage `read`: :func:`nnraw.raw.read_raw`."""
+    from nnraw.raw import read_raw
+
+    return read_raw(path)
+
+
+def normalise_mosaic(raw) -> torch.Tensor:
+    """Stage `normalise`: Tensor[1, 1, H, W] float32, 0 = black, 1 = white level."""
+    from nnraw.raw import normalise
+
+    return normalise(raw)
+
+
+def pre_demosaic(mosaic: torch.Tensor, pattern: str, wb: np.ndarray, *, device: str = "cpu",
+                 rows_per_strip: int = DEMOSAIC_ROWS_PER_STRIP) -> torch.Tensor:
+    """Stage `pre_demosaic`: edge-aware demosaic with the as-shot white balance, in strips of rows.
+
+    Each strip carries ``_HALO`` (even) rows of context on each side, taken from the image (mirrored
+    only at the image's own top and bottom), so the result equals a whole-image demosaic.
+
+    Args:
+        mosaic: Tensor[1, 1, H, W] float32.
+        pattern: CFA pattern of ``mosaic[..., :2, :2]``.
+        wb: [3] white-balance gains.
+
+    Returns:
+        Tensor[1, 3, H, W] float32 camera RGB on the CPU.
+    """
+    from nnraw.ops import edge_aware_demosaic
+
+    h, w = mosaic.shape[-2:]
+    gains = torch.as_tensor(np.asarray(wb, dtype=np.float32), device=device)
+    rows_per_strip = max(2 * _HALO, rows_per_strip // 2 * 2)
+    out = torch.empty(1, 3, h, w, dtype=torch.float32)
+    for y0 in range(0, h, rows_per_strip):
+        y1 = min(h, y0 + rows_per_strip)
+        a, b = max(0, y0 - _HALO), min(h, y1 + _HALO)
+        if b - a < 4:  # a sliver at the bottom: widen its context upwards
+            a = max(0, b - 4)
+        strip = mosaic[..., a:b, :].to(device)
+        rgb = edge_aware_demosaic(strip, pattern, gains)
+        out[..., y0:y1, :] = rgb[..., y0 - a:y1 - a, :].float().cpu()
+    return out
+
+
+def network(rgb: torch.Tensor, raw, *, model: str, iso: float | None, device: str) -> torch.Tensor:
+    """Stage `network`: denoise camera RGB with ``model`` (identity for "none").
+
+    Raises:
+        ModelUnavailableError: nnraw.infer is missing from this build or cannot load ``model``.
+    """
+    if model == "none":
+        return rgb
+    infer = _import_infer(model)
+    out = infer.denoise_camera_rgb(rgb, raw=raw, model=model, iso=iso, device=device)
+    if out.shape != rgb.shape:
+        raise RuntimeError(f"network: model {model!r} returned shape {list(out.shape)}, expected {list(rgb.shape)}")
+    return out.float().cpu()
+
+
+def _import_infer(model: str):
+    try:
+        import nnraw.infer as infer
+    except ImportError as exc:
+        raise ModelUnavailableError(
+            f"model {model!r} is not available: this build of nnraw has no network inference "
+            f"(nnraw.infer: {exc}); use --model none"
+        ) from exc
+    if not hasattr(infer, "denoise_camera_rgb"):
+        raise ModelUnavailableError(f"model {model!r} is not available: nnraw.infer has no denoise_camera_rgb")
+    return infer
+
+
+def render_preview(rgb: torch.Tensor, raw, *, orient: bool, max_size: int | None) -> np.ndarray:
+    """Stage `render`: uint8 sRGB [h, w, 3] (see nnraw.preview.render_srgb)."""
+    from nnraw.preview import render_srgb
+
+    return render_srgb(rgb, raw, orient=orient, max_size=max_size)
+
+
+def write_dng(path: Path, rgb: torch.Tensor, raw, preview: np.ndarray) -> None:
+    """Stage `write_dng`: the linear DNG (uint16) without the source's Exif/XMP."""
+    from nnraw.dng import DngMetadata, write_dng_file
+
+    write_dng_file(path, rgb, meta=DngMetadata.from_raw(raw), preview=preview)
+
+
+def copy_source_metadata(source: Path, target: Path) -> dict[str, int]:
+    """Stage `copy_metadata`: Exif/XMP from the raw into the DNG."""
+    from nnraw.dng import copy_metadata
+
+    return copy_metadata(source, target)
+
+
+# ----------------------------------------------------------------------------------------------- driver
+
+def default_output(input_path: Path, out_dir: Path | None = None) -> Path:
+    """``IMG_1234.PEF`` -> ``IMG_1234-nnraw.dng`` beside it (or in ``out_dir``)."""
+    return (out_dir or input_path.parent) / f"{input_path.stem}{OUTPUT_SUFFIX}"
+
+
+def _resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda: CUDA is not available (this torch has no CUDA or no GPU is visible)")
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+    return device
+
+
+class _Timer:
+    def __init__(self, stages: dict[str, float]):
+        self.stages = stages
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stages[name] = self.stages.get(name, 0.0) + time.perf_counter() - t0
+
+
+def convert_file(
+    input: str | Path,  # noqa: A002 - the name the CLI and the docs use
+    output: str | Path | None = None,
+    *,
+    model: str = "none",
+    iso: float | None = None,
+    device: str = "auto",
+    overwrite: bool = False,
+    preview: str | Path | None = None,
+    compare: str | Path | None = None,
+) -> ConvertResult:
+    """Convert one raw file to a linear DNG. Never raises for a bad input: see ``ConvertResult.error``.
+
+    Args:
+        input: the raw file (read only).
+        output: the DNG to write; default ``<stem>-nnraw.dng`` beside the input.
+        model: network name, or "none" for the pre-demosaic alone.
+        iso: ISO for the network (default: from the raw's metadata).
+        device: "auto", "cpu" or "cuda".
+        overwrite: replace existing outputs (DNG, preview, compare).
+        preview: also write an sRGB PNG of the result here (orientation applied).
+        compare: also write a 2-layer GIMP XCF here (plain pre-demosaic, nnraw result).
+
+    Returns:
+        ConvertResult (``ok`` False and ``error`` naming the file and the reason on failure; no
+        output or temporary file is left behind then).
+    """
+    from nnraw.dng import atomic_output
+    from nnraw.preview import write_png, write_xcf
+
+    input_path = Path(input)
+    output_path = Path(output) if output is not None else default_output(input_path)
+    result = ConvertResult(input=str(input_path), output=str(output_path), ok=False)
+    timer = _Timer(result.stages)
+    t0 = time.perf_counter()
+    try:
+        if output_path.suffix.lower() != ".dng":
+            raise ValueError(f"{output_path}: output must end in .dng")
+        if input_path.exists() and output_path.exists() and os.path.samefile(input_path, output_path):
+            raise ValueError(f"{output_path}: output would replace the input")
+        for extra in (preview, compare):
+            if extra is not None and Path(extra).exists() and not overwrite:
+                raise FileExistsError(f"{extra}: output exists (use --overwrite to replace it)")
+        if output_path.exists() and not overwrite:
+            raise FileExistsError(f"{output_path}: output exists (use --overwrite to replace it)")
+        dev = _resolve_device(device)
+        if model != "none":
+            _import_infer(model)  # fail before the slow stages
+
+        with timer("read"):
+            raw = read(input_path)
+        with timer("normalise"):
+            mosaic = normalise_mosaic(raw)
+        with timer("pre_demosaic"):
+            plain = pre_demosaic(mosaic, raw.pattern, raw.wb, device=dev)
+        del mosaic
+        with timer("network"):
+            rgb = network(plain, raw, model=model, iso=iso if iso is not None else raw.iso, device=dev)
+        if compare is None:
+            del plain
+        with contextlib.ExitStack() as outputs:
+            with timer("render"):
+                embedded = render_preview(rgb, raw, orient=False, max_size=PREVIEW_MAX_SIZE)
+            if preview is not None:
+                tmp_png = outputs.enter_context(atomic_output(preview, overwrite=overwrite))
+                with timer("render"):
+                    write_png(tmp_png, render_preview(rgb, raw, orient=True, max_size=None))
+            if compare is not None:
+                tmp_xcf = outputs.enter_context(atomic_output(compare, overwrite=overwrite))
+                with timer("render"):
+                    write_xcf(tmp_xcf, [("pre-demosaic (plain)", render_preview(plain, raw, orient=True, max_size=None)),
+                                        (f"nnraw ({model})", render_preview(rgb, raw, orient=True, max_size=None))])
+                del plain
+            tmp_dng = outputs.enter_context(atomic_output(output_path, overwrite=overwrite))
+            with timer("write_dng"):
+                write_dng(tmp_dng, rgb, raw, embedded)
+            with timer("copy_metadata"):
+                copy_source_metadata(input_path, tmp_dng)
+        result.ok = True
+    except Exception as exc:  # one bad file must not stop a batch
+        result.error = _describe(exc, input_path)
+    finally:
+        result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _describe(exc: Exception, input_path: Path) -> str:
+    from nnraw.raw import RawReadError
+
+    text = str(exc)
+    if isinstance(exc, RawReadError) or str(input_path) in text:
+        return text
+    if isinstance(exc, (FileExistsError, FileNotFoundError, ValueError, ModelUnavailableError)) and text:
+        return f"{input_path}: {text}"
+    return f"{input_path}: {type(exc).__name__}: {text}"
+
+
+def collect_inputs(paths: list[str], recursive: bool = False) -> list[Path]:
+    """Files as given, plus the raw files in given directories (sorted; our own outputs skipped)."""
+    from nnraw.raw import RAW_EXTENSIONS
+
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            pattern = "**/*" if recursive else "*"
+            found += sorted(
+                f for f in p.glob(pattern)
+                if f.is_file() and f.suffix.lower() in RAW_EXTENSIONS and not f.name.startswith(".")
+                and not f.name.lower().endswith(OUTPUT_SUFFIX)
+            )
+        else:
+            found.append(p)
+    return found
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the `nnraw convert` options on ``parser``."""
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="raw file(s) or folder(s) of raw files")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("-o", "--output", metavar="OUTPUT", help="output .dng (one input only)")
+    where.add_argument("--out-dir", metavar="DIR", help="folder for the outputs (default: beside each input)")
+    parser.add_argument("-r", "--recursive", action="store_true", help="also look in sub-folders of folder inputs")
+    parser.add_argument("--iso", type=float, metavar="N", help="ISO for the network (default: from the raw)")
+    parser.add_argument("--model", default="none", metavar="NAME|none",
+                        help='network to run; "none" writes the edge-aware pre-demosaic alone (default: none)')
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to compute (default: auto)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument("--preview", metavar="OUT.png", help="also write an sRGB PNG of the result (one input only)")
+    parser.add_argument("--compare", metavar="OUT.xcf",
+                        help="also write a 2-layer GIMP XCF: plain pre-demosaic and nnraw result (one input only)")
+    parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    parser.add_argument("--json", action="store_true", help="print one JSON object with the results to stdout")
+
+
+def _usage_error(args: argparse.Namespace, message: str) -> int:
+    print(f"nnraw convert: error: {message}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"results": [], "succeeded": 0, "failed": 0, "error": message}))
+    return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    """Carry out `nnraw convert`; returns the exit code (0 all converted, 1 some failed, 2 usage)."""
+    inputs = collect_inputs(args.inputs, getattr(args, "recursive", False))
+    if not inputs:
+        return _usage_error(args, f"no raw files found in {', '.join(args.inputs)}")
+    single_only = [flag for flag, value in (("-o", args.output), ("--preview", args.preview),
+                                            ("--compare", args.compare)) if value]
+    if single_only and len(inputs) != 1:
+        return _usage_error(args, f"{', '.join(single_only)} need exactly one input, got {len(inputs)}")
+    out_dir = Path(args.out_dir) if args.out_dir else None
+    if out_dir is not None and not out_dir.is_dir():
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return _usage_error(args, f"--out-dir {out_dir}: {exc.strerror}")
+    try:
+        _resolve_device(args.device)
+        if args.model != "none":
+            _import_infer(args.model)
+    except (RuntimeError, ValueError) as exc:
+        return _usage_error(args, str(exc))
+
+    show = not (args.quiet or args.json)
+    results: list[ConvertResult] = []
+    planned: dict[Path, Path] = {}
+    progress = None
+    if show and len(inputs) > 1:
+        from tqdm import tqdm
+
+        progress = tqdm(total=len(inputs), unit="file", file=sys.stderr, desc="nnraw convert")
+    for path in inputs:
+        output = Path(args.output) if args.output else default_output(path, out_dir)
+        key = output.resolve()
+        if key in planned:
+            result = ConvertResult(input=str(path), output=str(output), ok=False,
+                                   error=f"{path}: output {output} would also be written from {planned[key]}")
+        else:
+            planned[key] = path
+            result = convert_file(path, output, model=args.model, iso=args.iso, device=args.device,
+                                  overwrite=args.overwrite, preview=args.preview, compare=args.compare)
+        results.append(result)
+        if progress is not None:
+            progress.update(1)
+            if not result.ok:
+                progress.write(f"failed: {result.error}", file=sys.stderr)
+        elif show:
+            if result.ok:
+                print(f"{result.input} -> {result.output} ({result.seconds:.1f} s)")
+            else:
+                print(f"failed: {result.error}", file=sys.stderr)
+    if progress is not None:
+        progress.close()
+
+    failed = [r for r in results if not r.ok]
+    if args.json:
+        print(json.dumps({"results": [r.as_json() for r in results],
+                          "succeeded": len(results) - len(failed), "failed": len(failed)}, ensure_ascii=False))
+    if failed:
+        print(f"nnraw convert: {len(failed)} of {len(results)} file(s) failed:", file=sys.stderr)
+        for r in failed:
+            print(f"  {r.error}", file=sys.stderr)
+        return 1
+    if show and len(results) > 1:
+        print(f"converted {len(results)} files", file=sys.stderr)
+    return 0

@@ -1,0 +1,366 @@
+"""Write a demosaiced, still-linear DNG (Adobe's layout) and copy Exif/XMP into it.
+
+Layout (facts in docs/../shared/notes/DNG.md, checked with rawpy/LibRaw, darktable and exiftool)::
+
+    IFD0   NewSubFileType 1: 8-bit sRGB preview; DNGVersion 1.4, DNGBackwardVersion, UniqueCameraModel,
+           ColorMatrix1/2 + CalibrationIlluminant1/2, ForwardMatrix1/2 (when known), AsShotNeutral,
+           BaselineExposure, Make, Model, Orientation, Software "nnraw <version>", PreviewColorSpace sRGB
+    SubIFD NewSubFileType 0: the image, PhotometricInterpretation LinearRaw (34892), 3 samples,
+           uint16 uncompressed (default; white 65535, black 0) or float16 with deflate + predictor 3
+           (white 1.0); BlackLevel, WhiteLevel, DefaultCropOrigin/Size
+
+Quantisation (uint16): ``stored = round(clip(x, 0, 1) * 65535)`` where ``x`` is camera RGB scaled so
+that 0 is black and 1 is the sensor's white level; readers get ``x`` back to within 0.5 / 65535.
+Values below black (noise) and above white are clipped.
+
+Writes are atomic: everything goes to a temporary file in the target folder, which is fsynced and
+renamed over the target only when complete (see :func:`atomic_output`); it is removed on any failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import re
+import struct
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+import nnraw
+
+__all__ = [
+    "DngMetadata", "write_linear_dng", "write_dng_file", "copy_metadata", "atomic_output",
+    "DNG_VERSION", "LINEAR_RAW",
+]
+
+DNG_VERSION = (1, 4, 0, 0)
+LINEAR_RAW = 34892
+_RATIONAL_DEN = 1_000_000
+
+# TIFF field types (tifffile accepts the numbers).
+_BYTE, _ASCII, _SHORT, _LONG, _RATIONAL, _SRATIONAL = 1, 2, 3, 4, 5, 10
+
+
+@dataclasses.dataclass
+class DngMetadata:
+    """What a linear DNG says about its camera and colour. Matrices follow the DNG convention.
+
+    Attributes:
+        make, model, unique_camera_model: camera identity.
+        colour_matrix1, colour_matrix2: [3, 3] XYZ -> camera RGB (``colour_matrix2`` optional).
+        illuminant1, illuminant2: EXIF LightSource codes (21 = D65, 17 = A, 0 = unknown).
+        forward_matrix1, forward_matrix2: [3, 3] white-balanced camera -> XYZ(D50), optional.
+        wb: [3] as-shot white-balance gains (G = 1); AsShotNeutral = 1 / wb.
+        baseline_exposure: EV.
+        orientation: EXIF Orientation 1..8 of the stored pixels.
+    """
+
+    make: str
+    model: str
+    unique_camera_model: str
+    colour_matrix1: np.ndarray
+    wb: np.ndarray
+    colour_matrix2: np.ndarray | None = None
+    illuminant1: int = 21
+    illuminant2: int | None = None
+    forward_matrix1: np.ndarray | None = None
+    forward_matrix2: np.ndarray | None = None
+    baseline_exposure: float = 0.0
+    orientation: int = 1
+
+    @classmethod
+    def from_raw(cls, raw) -> "DngMetadata":
+        """From a :class:`nnraw.raw.RawImage`."""
+        return cls(
+            make=raw.make, model=raw.model, unique_camera_model=raw.unique_camera_model,
+            colour_matrix1=raw.colour_matrix1, colour_matrix2=raw.colour_matrix2,
+            illuminant1=raw.illuminant1, illuminant2=raw.illuminant2,
+            forward_matrix1=raw.forward_matrix1, forward_matrix2=raw.forward_matrix2,
+            wb=raw.wb, baseline_exposure=raw.baseline_exposure, orientation=raw.orientation,
+        )
+
+
+def _rationals(values, signed: bool) -> list[int]:
+    out: list[int] = []
+    for v in np.asarray(values, dtype=np.float64).reshape(-1):
+        if not np.isfinite(v):
+            raise ValueError(f"write_linear_dng: metadata value must be finite, got {v}")
+        num = int(round(v * _RATIONAL_DEN))
+        if not signed and num < 0:
+            raise ValueError(f"write_linear_dng: unsigned rational must be >= 0, got {v}")
+        out += [num, _RATIONAL_DEN]
+    return out
+
+
+def _ascii(text: str) -> str:
+    # TIFF ASCII is 7-bit; keep what we can.
+    return text.encode("ascii", errors="replace").decode("ascii") or "unknown"
+
+
+def _ifd0_tags(meta: DngMetadata, backward_version: tuple[int, ...]) -> list[tuple]:
+    wb = np.asarray(meta.wb, dtype=np.float64)
+    if wb.shape != (3,) or not (wb > 0).all():
+        raise ValueError(f"write_linear_dng: wb must be 3 positive gains, got {wb.tolist()}")
+    cm1 = np.asarray(meta.colour_matrix1, dtype=np.float64)
+    if cm1.shape != (3, 3):
+        raise ValueError(f"write_linear_dng: colour_matrix1 must be 3x3, got shape {cm1.shape}")
+    if not 1 <= int(meta.orientation) <= 8:
+        raise ValueError(f"write_linear_dng: orientation must be 1..8, got {meta.orientation}")
+    tags = [
+        (271, _ASCII, 0, _ascii(meta.make), True),
+        (272, _ASCII, 0, _ascii(meta.model), True),
+        (274, _SHORT, 1, int(meta.orientation), True),
+        (305, _ASCII, 0, f"nnraw {nnraw.__version__}", True),
+        (50706, _BYTE, 4, bytes(DNG_VERSION), True),
+        (50707, _BYTE, 4, bytes(backward_version), True),
+        (50708, _ASCII, 0, _ascii(meta.unique_camera_model), True),
+        (50721, _SRATIONAL, 9, _rationals(cm1, True), True),
+        (50778, _SHORT, 1, int(meta.illuminant1), True),
+        (50728, _RATIONAL, 3, _rationals(1.0 / wb, False), True),
+        (50730, _SRATIONAL, 1, _rationals([meta.baseline_exposure], True), True),
+        (50970, _LONG, 1, 2, True),  # PreviewColorSpace: sRGB
+    ]
+    if meta.colour_matrix2 is not None:
+        tags.append((50722, _SRATIONAL, 9, _rationals(meta.colour_matrix2, True), True))
+        tags.append((50779, _SHORT, 1, int(meta.illuminant2 or 0), True))
+    if meta.forward_matrix1 is not None:
+        tags.append((50964, _SRATIONAL, 9, _rationals(meta.forward_matrix1, True), True))
+    if meta.forward_matrix2 is not None and meta.colour_matrix2 is not None:
+        tags.append((50965, _SRATIONAL, 9, _rationals(meta.forward_matrix2, True), True))
+    return sorted(tags)
+
+
+def _quantise(rgb, dtype: str) -> np.ndarray:
+    """Tensor/array [1, 3, H, W] or [3, H, W] in [0, 1] -> [H, W, 3] array of the stored dtype."""
+    arr = rgb.detach().cpu().numpy() if hasattr(rgb, "detach") else np.asarray(rgb)
+    shape = list(arr.shape)
+    if arr.ndim == 4 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim != 3 or arr.shape[0] != 3:
+        raise ValueError(f"write_linear_dng: rgb must have shape [1, 3, H, W] or [3, H, W], got {shape}")
+    arr = arr.transpose(1, 2, 0)
+    if dtype == "uint16":
+        out = np.empty(arr.shape, np.uint16)
+        np.rint(np.clip(arr, 0.0, 1.0) * 65535.0, out=out, casting="unsafe")
+        return out
+    if dtype == "float16":
+        return np.clip(arr, 0.0, 65504.0).astype(np.float16)
+    raise ValueError(f"write_linear_dng: dtype must be 'uint16' or 'float16', got {dtype!r}")
+
+
+def _fix_subifds_type(path: Path) -> None:
+    """tifffile types the SubIFDs tag (330) as IFD (13); DNG readers and `exiftool -validate` want LONG."""
+    with open(path, "r+b") as f:
+        head = f.read(8)
+        order = {b"II": "<", b"MM": ">"}[head[:2]]
+        (offset,) = struct.unpack(order + "I", head[4:8])
+        f.seek(offset)
+        (count,) = struct.unpack(order + "H", f.read(2))
+        for i in range(count):
+            pos = offset + 2 + 12 * i
+            f.seek(pos)
+            tag, typ = struct.unpack(order + "HH", f.read(4))
+            if tag == 330 and typ == 13:
+                f.seek(pos + 2)
+                f.write(struct.pack(order + "H", _LONG))
+                return
+
+
+def write_dng_file(path: str | Path, rgb, *, meta: DngMetadata, preview: np.ndarray, dtype: str = "uint16") -> None:
+    """Write the DNG to ``path`` directly (not atomic; :func:`write_linear_dng` is).
+
+    Args:
+        path: output file.
+        rgb: Tensor or array [1, 3, H, W] (or [3, H, W]) camera RGB, 0 = black, 1 = white.
+        meta: camera and colour metadata.
+        preview: uint8 [h, w, 3] sRGB preview of the same (unrotated) image, usually <= 1024 px.
+        dtype: "uint16" (uncompressed) or "float16" (deflate + floating-point predictor).
+    """
+    import tifffile
+
+    image = _quantise(rgb, dtype)
+    h, w = image.shape[:2]
+    preview = np.ascontiguousarray(preview)
+    if preview.dtype != np.uint8 or preview.ndim != 3 or preview.shape[2] != 3:
+        raise ValueError(f"write_linear_dng: preview must be uint8 [h, w, 3], got {preview.dtype} {list(preview.shape)}")
+    backward = (1, 1, 0, 0) if dtype == "uint16" else (1, 4, 0, 0)
+    if dtype == "uint16":
+        white, black = [65535] * 3, [0] * 3
+        compression, predictor = None, None
+    else:
+        try:
+            import imagecodecs  # noqa: F401 - tifffile's floating-point predictor lives there
+        except ImportError as exc:
+            raise RuntimeError("write_linear_dng: dtype 'float16' needs the imagecodecs package "
+                               "(deflate with the floating-point predictor); install it or use 'uint16'") from exc
+        white, black = [1] * 3, [0] * 3
+        compression, predictor = "zlib", 3
+    image_tags = [
+        (50714, _LONG, 3, black, True),       # BlackLevel (one per sample)
+        (50717, _LONG, 3, white, True),       # WhiteLevel
+        (50719, _LONG, 2, [0, 0], True),      # DefaultCropOrigin
+        (50720, _LONG, 2, [w, h], True),      # DefaultCropSize
+    ]
+    with tifffile.TiffWriter(path, bigtiff=False) as tif:
+        tif.write(preview, photometric="rgb", subfiletype=1, subifds=1, extratags=_ifd0_tags(meta, backward),
+                  metadata=None, software=False, resolution=(72, 72))
+        tif.write(image, photometric=LINEAR_RAW, subfiletype=0, extratags=image_tags, metadata=None,
+                  software=False, compression=compression, predictor=predictor, rowsperstrip=64)
+    _fix_subifds_type(Path(path))
+
+
+# Exif tags of the source that describe the capture (kept) rather than the stored image (ours).
+_EXIF_IMAGE_KEEP = {
+    "Artist", "Copyright", "DateTime", "ImageDescription", "XPTitle", "XPComment", "XPAuthor", "XPKeywords",
+    "XPSubject", "Rating", "RatingPercent", "LensInfo", "CameraSerialNumber",
+}
+# TIFF-EP cameras (Kodak, old Nikon...) put capture tags in IFD0; Exif readers expect them in the Exif IFD.
+_EXIF_IMAGE_TO_PHOTO = {
+    "ExposureTime", "FNumber", "ExposureProgram", "ISOSpeedRatings", "ExposureBiasValue", "MaxApertureValue",
+    "SubjectDistance", "MeteringMode", "LightSource", "Flash", "FocalLength", "SensingMethod",
+    "DateTimeOriginal", "LensMake", "LensModel", "LensSerialNumber", "BodySerialNumber",
+}
+_EXIF_PHOTO_DROP = {"MakerNote", "PixelXDimension", "PixelYDimension", "InteroperabilityTag", "ComponentsConfiguration",
+                    "CompressedBitsPerPixel"}
+_XMP_DROP_PREFIXES = ("Xmp.tiff.", "Xmp.crs.", "Xmp.xmpMM.", "Xmp.exif.PixelXDimension", "Xmp.exif.PixelYDimension",
+                      "Xmp.photoshop.ICCProfile", "Xmp.dng.")
+_EXIF_DATE = re.compile(r"^\d{4}:\d{2}:\d{2} \d{2}:\d{2}:\d{2}$")
+
+
+def _capture_exif(exif: dict[str, str]) -> dict[str, str]:
+    """The Exif tags worth copying, under the keys a DNG should hold them (empty/invalid values dropped)."""
+    out: dict[str, str] = {}
+    for key, value in exif.items():
+        _, group, name = key.split(".", 2)
+        if name.startswith("0x") or not str(value).strip():
+            continue
+        if group == "Image" and name in _EXIF_IMAGE_TO_PHOTO:
+            target = f"Exif.Photo.{name}"
+            if target in exif:
+                continue
+        elif group == "Image" and name in _EXIF_IMAGE_KEEP:
+            target = key
+        elif group == "Photo" and name not in _EXIF_PHOTO_DROP:
+            target = key
+        elif group == "GPSInfo":
+            target = key
+        else:
+            continue
+        if name.startswith("DateTime") and not _EXIF_DATE.match(str(value).strip()):
+            continue  # e.g. the blank dates Magic Lantern writes
+        out[target] = value
+    return out
+
+
+def copy_metadata(source: str | Path, target: str | Path) -> dict[str, int]:
+    """Copy the capture's Exif and XMP (exposure, ISO, lens, date, GPS, rating, keywords...) from
+    ``source`` into the DNG ``target`` with pyexiv2, leaving out what would contradict the new image
+    (sizes, strips, CFA, maker notes, orientation, DNG and Camera Raw tags).
+
+    Returns:
+        {"exif": n, "xmp": m}: how many tags were copied. Sources exiv2 cannot read give zeros.
+    """
+    import pyexiv2
+
+    try:
+        data = Path(source).read_bytes()
+        with pyexiv2.ImageData(data) as src:
+            exif = _capture_exif(src.read_exif())
+            try:
+                xmp = {k: v for k, v in src.read_xmp().items() if not k.startswith(_XMP_DROP_PREFIXES)}
+            except Exception:
+                xmp = {}
+    except Exception:  # exiv2 does not know the format: nothing to copy
+        return {"exif": 0, "xmp": 0}
+    copied = {"exif": 0, "xmp": 0}
+    with pyexiv2.Image(str(target)) as dst:
+        for kind, tags, modify in (("exif", exif, dst.modify_exif), ("xmp", xmp, dst.modify_xmp)):
+            if not tags:
+                continue
+            try:
+                modify(tags)
+                copied[kind] = len(tags)
+            except Exception:  # one odd value must not lose the rest: copy tag by tag
+                for key, value in tags.items():
+                    with contextlib.suppress(Exception):
+                        modify({key: value})
+                        copied[kind] += 1
+    return copied
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path in ``path``'s folder; on success fsync it and move it to ``path``.
+
+    Without ``overwrite`` an existing ``path`` is never replaced (checked before and, with a hard link,
+    atomically at the end). The temporary file is removed on any failure.
+
+    Raises:
+        FileExistsError: ``path`` exists and ``overwrite`` is False.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path}: output exists (use --overwrite to replace it)")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"{path}: output folder {path.parent} does not exist")
+    fd, tmp_name = tempfile.mkstemp(prefix=".nnraw-tmp-", suffix=path.suffix or ".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)   # fails if path appeared meanwhile: never clobber
+            except FileExistsError:
+                raise FileExistsError(f"{path}: output exists (use --overwrite to replace it)") from None
+            except OSError:          # no hard links on this file system
+                if path.exists():
+                    raise FileExistsError(f"{path}: output exists (use --overwrite to replace it)") from None
+                os.replace(tmp, path)
+            tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_linear_dng(
+    path: str | Path,
+    rgb,
+    *,
+    meta: DngMetadata,
+    preview: np.ndarray,
+    dtype: str = "uint16",
+    exif_source: str | Path | None = None,
+    overwrite: bool = True,
+) -> None:
+    """Write a linear DNG atomically (temp file, fsync, rename), copying Exif/XMP from ``exif_source``.
+
+    Args:
+        path: output .dng.
+        rgb: Tensor or array [1, 3, H, W] camera RGB, 0 = black, 1 = white level.
+        meta: :class:`DngMetadata` (e.g. ``DngMetadata.from_raw(raw)``).
+        preview: uint8 [h, w, 3] sRGB preview (unrotated; the Orientation tag applies to it too).
+        dtype: "uint16" (default, uncompressed) or "float16" (deflate).
+        exif_source: the raw file whose Exif/XMP is copied (None: copy nothing).
+        overwrite: replace an existing ``path``.
+    """
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        write_dng_file(tmp, rgb, meta=meta, preview=preview, dtype=dtype)
+        if exif_source is not None:
+            copy_metadata(exif_source, tmp)

@@ -1,0 +1,329 @@
+"""Read a Bayer camera raw file (rawpy/LibRaw) into a :class:`RawImage`.
+
+Every Bayer format LibRaw reads works (DNG, PEF, NEF, CR2/CR3, ARW, ORF, RW2, RAF-Bayer, KDC...).
+What is kept: the visible area of the mosaic (cropped to even height/width), its CFA pattern (the
+colours of the top-left 2x2 block of that area), per-CFA-position black levels and the white level,
+the as-shot white balance, the camera's colour matrices (XYZ -> camera, DNG convention), the
+orientation, ISO and camera make/model.
+
+Colour matrices: for a DNG source they are read from its own tags (ColorMatrix1/2,
+CalibrationIlluminant1/2, ForwardMatrix1/2, BaselineExposure) with tifffile, because LibRaw does not
+expose them; for other formats LibRaw's built-in matrix (``rgb_xyz_matrix``, measured under D65) is
+used. When neither exists (e.g. some old cameras) the sRGB primaries are assumed and
+``RawImage.colour_matrix_source`` says so.
+
+Files that are not Bayer raws are refused with :class:`RawReadError`, whose message names the file
+and the reason: not a raw / corrupt / truncated, X-Trans (6x6 CFA), Foveon or other stacked sensors,
+monochrome, already demosaiced (linear) DNGs, and any CFA that is not a 2x2 R/G/G/B Bayer pattern.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["RawImage", "RawReadError", "read_raw", "normalise", "RAW_EXTENSIONS", "XYZ_TO_LINEAR_SRGB"]
+
+#: File extensions (lower case) treated as camera raws when a directory is given to `nnraw convert`.
+RAW_EXTENSIONS = frozenset(
+    ".3fr .ari .arw .bay .cr2 .cr3 .crw .cs1 .dcr .dng .erf .fff .iiq .k25 .kdc .mdc .mef .mos .mrw "
+    ".nef .nrw .orf .ori .pef .ptx .pxn .raf .raw .rw2 .rwl .sr2 .srf .srw .x3f".split()
+)
+
+#: XYZ (D65) -> linear sRGB (IEC 61966-2-1). Used as the colour matrix of a camera whose own matrix is
+#: unknown (it then behaves as an sRGB-primaries camera).
+XYZ_TO_LINEAR_SRGB = np.array(
+    [[3.2404542, -1.5371385, -0.4985314],
+     [-0.9692660, 1.8760108, 0.0415560],
+     [0.0556434, -0.2040259, 1.0572252]]
+)
+
+# DNG / EXIF LightSource codes for the illuminants LibRaw's matrices are measured under.
+ILLUMINANT_D65 = 21
+ILLUMINANT_UNKNOWN = 0
+
+# LibRaw's sizes.flip -> EXIF Orientation (1..8). flip bits: 1 = mirror x, 2 = mirror y, 4 = transpose.
+_FLIP_TO_EXIF = {0: 1, 1: 2, 2: 4, 3: 3, 4: 5, 5: 8, 6: 6, 7: 7}
+
+
+class RawReadError(Exception):
+    """A file could not be read as a Bayer raw; the message names the file and the reason."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+@dataclasses.dataclass
+class RawImage:
+    """A Bayer raw, as read by :func:`read_raw`.
+
+    Attributes:
+        mosaic: uint16 [H, W], the visible area, H and W even.
+        pattern: CFA colours of ``mosaic[:2, :2]`` read row by row: "RGGB", "BGGR", "GRBG" or "GBRG".
+        black_levels: float64 [2, 2], black level at each position of the 2x2 CFA block.
+        white_level: saturation value (same scale as ``mosaic``).
+        wb: float64 [3], as-shot white-balance gains (R, G, B) with G = 1.
+        colour_matrix1, colour_matrix2: float64 [3, 3], XYZ -> camera RGB (DNG ColorMatrix convention);
+            ``colour_matrix2`` may be None.
+        illuminant1, illuminant2: EXIF LightSource codes of the two matrices (21 = D65, 17 = A, 0 = unknown).
+        forward_matrix1, forward_matrix2: float64 [3, 3] camera -> XYZ(D50) or None (DNG sources only).
+        colour_matrix_source: "dng", "libraw" or "assumed-srgb".
+        baseline_exposure: DNG BaselineExposure in EV (0 when the source has none).
+        orientation: EXIF Orientation 1..8 of the stored pixels.
+        iso: ISO speed from the metadata, or None when the file does not say (or says 0).
+        make, model: camera maker and model.
+        unique_camera_model: DNG UniqueCameraModel (make + model for non-DNG sources).
+        path: the file read.
+    """
+
+    mosaic: np.ndarray
+    pattern: str
+    black_levels: np.ndarray
+    white_level: float
+    wb: np.ndarray
+    colour_matrix1: np.ndarray
+    colour_matrix2: np.ndarray | None = None
+    illuminant1: int = ILLUMINANT_D65
+    illuminant2: int | None = None
+    forward_matrix1: np.ndarray | None = None
+    forward_matrix2: np.ndarray | None = None
+    colour_matrix_source: str = "libraw"
+    baseline_exposure: float = 0.0
+    orientation: int = 1
+    iso: float | None = None
+    make: str = ""
+    model: str = ""
+    unique_camera_model: str = ""
+    path: Path = Path()
+
+    @property
+    def height(self) -> int:
+        return int(self.mosaic.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.mosaic.shape[1])
+
+
+def _libraw_errors():
+    import rawpy
+
+    return {
+        getattr(rawpy, "LibRawFileUnsupportedError", None): "not a raw file LibRaw can read (unsupported or unknown format)",
+        getattr(rawpy, "LibRawIOError", None): "truncated or unreadable file (I/O error while reading the raw data)",
+        getattr(rawpy, "LibRawDataError", None): "corrupt raw data",
+        getattr(rawpy, "LibRawRequestForNonexistentImageError", None): "the file holds no raw image",
+        getattr(rawpy, "LibRawOutOfOrderCallError", None): "LibRaw failed (out-of-order call)",
+        getattr(rawpy, "LibRawTooBigError", None): "image too big for LibRaw",
+        getattr(rawpy, "LibRawMemPoolOverflowError", None): "image too big for LibRaw (memory pool overflow)",
+        getattr(rawpy, "LibRawUnsufficientMemoryError", None): "not enough memory to unpack the raw data",
+        getattr(rawpy, "LibRawCancelledByCallbackError", None): "reading was cancelled",
+        getattr(rawpy, "LibRawNoThumbnailError", None): "no thumbnail",
+    }
+
+
+def _map_libraw_error(path: Path, exc: Exception) -> RawReadError:
+    for cls, reason in _libraw_errors().items():
+        if cls is not None and isinstance(exc, cls):
+            return RawReadError(path, f"{reason} [{type(exc).__name__}: {exc}]")
+    return RawReadError(path, f"LibRaw could not read it [{type(exc).__name__}: {exc}]")
+
+
+def _dng_colour_tags(path: Path) -> dict:
+    """ColorMatrix1/2, CalibrationIlluminant1/2, ForwardMatrix1/2, AsShotNeutral, BaselineExposure,
+    UniqueCameraModel of a DNG, read with tifffile from IFD0 (where DNG puts them)."""
+    import tifffile
+
+    def matrix(value) -> np.ndarray:
+        v = np.asarray(value, dtype=np.float64).reshape(-1)
+        if v.size == 18:  # (numerator, denominator) pairs
+            v = v[0::2] / v[1::2]
+        return v.reshape(-1, 3)
+
+    def scalar(value) -> float:
+        v = np.asarray(value, dtype=np.float64).reshape(-1)
+        if v.size == 2 and v[1] == 0:  # "undef" (0/0) as Magic Lantern writes it
+            return 0.0
+        return float(v[0] / v[1]) if v.size == 2 else float(v[0])
+
+    out: dict = {}
+    with tifffile.TiffFile(path) as tif:
+        tags = tif.pages[0].tags
+        get = lambda code: tags[code].value if code in tags else None  # noqa: E731
+        for code, key in ((50721, "cm1"), (50722, "cm2"), (50964, "fm1"), (50965, "fm2")):
+            if get(code) is not None:
+                out[key] = matrix(get(code))
+        for code, key in ((50778, "ill1"), (50779, "ill2")):
+            if get(code) is not None:
+                out[key] = int(np.asarray(get(code)).reshape(-1)[0])
+        if get(50728) is not None:
+            v = np.asarray(get(50728), dtype=np.float64).reshape(-1)
+            out["neutral"] = v[0::2] / v[1::2] if v.size == 6 else v
+        if get(50730) is not None:
+            out["baseline_exposure"] = scalar(get(50730))
+        if get(50708) is not None:
+            ucm = get(50708)
+            out["unique_camera_model"] = ucm.decode(errors="replace") if isinstance(ucm, bytes) else str(ucm)
+    return out
+
+
+def _is_dng(path: Path) -> bool:
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            return 50706 in tif.pages[0].tags
+    except Exception:  # not a TIFF at all
+        return False
+
+
+def _exif_iso_make_model(path: Path) -> tuple[float | None, str, str]:
+    """ISO, make and model from the file's Exif (exiv2); empty when exiv2 cannot read the format."""
+    try:
+        import pyexiv2
+
+        with open(path, "rb") as f:
+            data = f.read()
+        with pyexiv2.ImageData(data) as img:
+            exif = img.read_exif()
+    except Exception:
+        return None, "", ""
+    iso = None
+    for key in ("Exif.Photo.ISOSpeedRatings", "Exif.Photo.PhotographicSensitivity", "Exif.Image.ISOSpeedRatings"):
+        try:
+            value = float(str(exif[key]).split()[0])
+        except (KeyError, ValueError, IndexError):
+            continue
+        if value > 0:
+            iso = value
+            break
+    return iso, exif.get("Exif.Image.Make", "").strip(), exif.get("Exif.Image.Model", "").strip()
+
+
+def read_raw(path: str | Path) -> RawImage:
+    """Read a Bayer raw file.
+
+    Args:
+        path: the raw file.
+
+    Returns:
+        RawImage with ``mosaic`` uint16 [H, W] (visible area, H and W even).
+
+    Raises:
+        RawReadError: the file is missing, not a raw, corrupt or truncated, or not a Bayer raw.
+    """
+    import rawpy
+
+    path = Path(path)
+    if not path.is_file():
+        raise RawReadError(path, "no such file")
+    try:
+        with rawpy.imread(str(path)) as r:
+            raw_type = r.raw_type
+            num_colors = int(r.num_colors)
+            color_desc = r.color_desc.decode(errors="replace")
+            raw_pattern = None if r.raw_pattern is None else np.array(r.raw_pattern)
+            if raw_type != rawpy.RawType.Flat:
+                raise RawReadError(
+                    path,
+                    "already demosaiced (linear/stacked raw data, e.g. a LinearRaw DNG or a Foveon sensor): "
+                    "nnraw needs a Bayer mosaic",
+                )
+            if raw_pattern is None or num_colors == 1:
+                raise RawReadError(path, f"monochrome sensor ({num_colors} colour channel): nnraw needs a Bayer mosaic")
+            if raw_pattern.shape == (6, 6):
+                raise RawReadError(path, "X-Trans (6x6 CFA) is not supported: nnraw needs a 2x2 Bayer mosaic")
+            if raw_pattern.shape != (2, 2):
+                raise RawReadError(path, f"CFA of shape {raw_pattern.shape} is not supported: nnraw needs a 2x2 Bayer mosaic")
+            visible = np.array(r.raw_image_visible, dtype=np.uint16)
+            colours = np.array(r.raw_colors_visible[:2, :2])
+            black_per_channel = np.array(r.black_level_per_channel, dtype=np.float64)
+            white = float(r.white_level)
+            cam_wb = np.array(r.camera_whitebalance, dtype=np.float64)
+            xyz_cam = np.array(r.rgb_xyz_matrix, dtype=np.float64)[:3]
+            flip = int(r.sizes.flip)
+    except RawReadError:
+        raise
+    except Exception as exc:  # rawpy raises its own LibRaw* errors; anything else is unreadable too
+        raise _map_libraw_error(path, exc) from exc
+
+    pattern = "".join(color_desc[int(c)] for c in colours.reshape(-1))
+    if sorted(pattern) != ["B", "G", "G", "R"]:
+        raise RawReadError(path, f"CFA pattern {pattern!r} (colours {color_desc!r}) is not an R/G/G/B Bayer pattern")
+    if visible.ndim != 2 or min(visible.shape) < 4:
+        raise RawReadError(path, f"visible raw area {visible.shape} is too small (need at least 4x4)")
+    h, w = visible.shape[0] // 2 * 2, visible.shape[1] // 2 * 2
+    mosaic = np.ascontiguousarray(visible[:h, :w])
+    black_levels = black_per_channel[colours]
+    if not white > black_levels.max():
+        raise RawReadError(path, f"white level {white:g} is not above the black levels {black_levels.tolist()}")
+
+    # As-shot white balance (LibRaw gives it per colour index of color_desc), normalised to G = 1.
+    gains = {}
+    for index, colour in enumerate(color_desc[:4]):
+        if cam_wb[index] > 0 and colour not in gains:
+            gains[colour] = cam_wb[index]
+    wb = np.array([gains.get(c, 0.0) for c in "RGB"])
+    if not (wb > 0).all():
+        wb = np.ones(3)
+    wb = wb / wb[1]
+
+    is_dng = _is_dng(path)
+    tags = _dng_colour_tags(path) if is_dng else {}
+    iso, make, model = _exif_iso_make_model(path)
+
+    if "cm1" in tags and tags["cm1"].shape == (3, 3):
+        cm1, source = tags["cm1"], "dng"
+        ill1 = tags.get("ill1", ILLUMINANT_UNKNOWN)
+    elif np.abs(xyz_cam).sum() > 0:
+        cm1, source, ill1 = xyz_cam, "libraw", ILLUMINANT_D65
+    else:
+        cm1, source, ill1 = XYZ_TO_LINEAR_SRGB.copy(), "assumed-srgb", ILLUMINANT_D65
+    cm2 = tags.get("cm2") if source == "dng" and tags.get("cm2", np.zeros(0)).shape == (3, 3) else None
+    if "neutral" in tags and len(tags["neutral"]) == 3 and (tags["neutral"] > 0).all():
+        wb = 1.0 / tags["neutral"]
+        wb = wb / wb[1]
+
+    return RawImage(
+        mosaic=mosaic,
+        pattern=pattern,
+        black_levels=black_levels,
+        white_level=white,
+        wb=wb,
+        colour_matrix1=cm1,
+        colour_matrix2=cm2,
+        illuminant1=int(ill1),
+        illuminant2=tags.get("ill2") if cm2 is not None else None,
+        forward_matrix1=tags.get("fm1") if source == "dng" else None,
+        forward_matrix2=tags.get("fm2") if source == "dng" and cm2 is not None else None,
+        colour_matrix_source=source,
+        baseline_exposure=float(tags.get("baseline_exposure", 0.0)),
+        orientation=_FLIP_TO_EXIF.get(flip, 1),
+        iso=iso,
+        make=make,
+        model=model,
+        unique_camera_model=tags.get("unique_camera_model") or f"{make} {model}".strip() or "unknown camera",
+        path=path,
+    )
+
+
+def normalise(raw: RawImage) -> torch.Tensor:
+    """Black-subtract and scale the mosaic: (x - black[cfa]) / (white - black[cfa]).
+
+    Not clipped: values below black stay negative (noise), values are 1 at saturation.
+
+    Returns:
+        Tensor[1, 1, H, W] float32.
+    """
+    h, w = raw.mosaic.shape
+    black = raw.black_levels.astype(np.float32).reshape(1, 2, 1, 2)
+    scale = (1.0 / (raw.white_level - raw.black_levels)).astype(np.float32).reshape(1, 2, 1, 2)
+    blocks = raw.mosaic.reshape(h // 2, 2, w // 2, 2).astype(np.float32)
+    blocks -= black
+    blocks *= scale
+    return torch.from_numpy(blocks.reshape(h, w))[None, None]

@@ -1,0 +1,127 @@
+"""nnraw.raw: reading Bayer raws (synthetic DNGs with known contents, and the real raws in ../shared)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import shared_file
+from dng_fixtures import CANON_550D_MATRIX, write_bayer_dng, write_monochrome_dng
+
+from nnraw.raw import RawReadError, normalise, read_raw
+
+PATTERNS = ["RGGB", "BGGR", "GRBG", "GBRG"]
+# EXIF orientation -> LibRaw flip is exercised through read_raw's mapping back to EXIF.
+ORIENTATIONS = {"RGGB": 1, "BGGR": 3, "GRBG": 6, "GBRG": 8}
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_reads_pattern_levels_wb_orientation(tmp_path, pattern):
+    src = write_bayer_dng(tmp_path / "a.dng", pattern=pattern, black=(500, 510, 520, 530), white=16000,
+                          neutral=(0.4, 1.0, 0.8), orientation=ORIENTATIONS[pattern], make="Acme", model="Bayer 1")
+    raw = read_raw(src.path)
+    assert raw.pattern == pattern
+    np.testing.assert_array_equal(raw.mosaic, src.mosaic)
+    np.testing.assert_array_equal(raw.black_levels, [[500, 510], [520, 530]])
+    assert raw.white_level == 16000
+    np.testing.assert_allclose(raw.wb, [2.5, 1.0, 1.25], rtol=1e-4)
+    assert raw.orientation == ORIENTATIONS[pattern]
+    assert (raw.make, raw.model) == ("Acme", "Bayer 1")
+    assert raw.colour_matrix_source == "dng"
+    np.testing.assert_allclose(raw.colour_matrix1, CANON_550D_MATRIX, atol=1e-4)
+
+
+def test_normalise_per_position_black_and_white(tmp_path):
+    src = write_bayer_dng(tmp_path / "a.dng", pattern="GBRG", black=(100, 200, 300, 400), white=4000)
+    x = normalise(read_raw(src.path))
+    assert x.shape == (1, 1, *src.mosaic.shape) and x.dtype.is_floating_point
+    m = src.mosaic.astype(np.float64)
+    for (dy, dx), b in zip([(0, 0), (0, 1), (1, 0), (1, 1)], (100, 200, 300, 400)):
+        np.testing.assert_allclose(x[0, 0, dy::2, dx::2].numpy(), (m[dy::2, dx::2] - b) / (4000 - b), rtol=1e-6, atol=1e-7)
+
+
+def test_odd_visible_area_is_cropped_to_even_keeping_the_phase(tmp_path):
+    src = write_bayer_dng(tmp_path / "a.dng", pattern="GRBG", size=(65, 97), active_area=(2, 4, 1, 1))
+    raw = read_raw(src.path)
+    assert raw.mosaic.shape == (64, 96) and raw.pattern == "GRBG"
+    np.testing.assert_array_equal(raw.mosaic, src.mosaic[:64, :96])
+
+
+def test_iso_from_exif(tmp_path):
+    import pyexiv2
+
+    src = write_bayer_dng(tmp_path / "a.dng")
+    assert read_raw(src.path).iso is None
+    with pyexiv2.Image(str(src.path)) as img:
+        img.modify_exif({"Exif.Photo.ISOSpeedRatings": "3200"})
+    assert read_raw(src.path).iso == 3200
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(RawReadError, match=r"nope\.dng: no such file"):
+        read_raw(tmp_path / "nope.dng")
+
+
+def test_truncated(tmp_path):
+    src = write_bayer_dng(tmp_path / "a.dng")
+    data = src.path.read_bytes()
+    bad = tmp_path / "cut.dng"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(RawReadError, match=r"cut\.dng: truncated"):
+        read_raw(bad)
+
+
+def test_random_bytes(tmp_path):
+    bad = tmp_path / "noise.NEF"
+    bad.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    with pytest.raises(RawReadError, match=r"noise\.NEF: not a raw file"):
+        read_raw(bad)
+
+
+def test_jpeg_renamed_nef(tmp_path):
+    from PIL import Image
+
+    bad = tmp_path / "photo.NEF"
+    Image.fromarray(np.full((32, 48, 3), 128, np.uint8)).save(bad, format="JPEG")
+    with pytest.raises(RawReadError, match=r"photo\.NEF: not a raw file"):
+        read_raw(bad)
+
+
+def test_monochrome_dng(tmp_path):
+    bad = write_monochrome_dng(tmp_path / "mono.dng")
+    with pytest.raises(RawReadError, match=r"mono\.dng: monochrome"):
+        read_raw(bad)
+
+
+def test_linear_dng_is_refused(tmp_path):
+    import torch
+
+    from nnraw.dng import DngMetadata, write_linear_dng
+
+    out = tmp_path / "linear.dng"
+    meta = DngMetadata(make="A", model="B", unique_camera_model="A B", colour_matrix1=CANON_550D_MATRIX, wb=np.ones(3))
+    write_linear_dng(out, torch.rand(1, 3, 32, 48), meta=meta, preview=np.zeros((32, 48, 3), np.uint8))
+    with pytest.raises(RawReadError, match=r"linear\.dng: already demosaiced"):
+        read_raw(out)
+
+
+def test_real_canon_dng():
+    path = shared_file("tinydng_colorchart_Canon550D_MagicLantern.dng")
+    raw = read_raw(path)
+    assert raw.pattern == "RGGB" and raw.mosaic.shape == (1156, 1734)
+    np.testing.assert_array_equal(raw.black_levels, np.full((2, 2), 2056))
+    assert raw.white_level == 15000
+    np.testing.assert_allclose(raw.wb, [2.477, 1.0, 2.477 / 1.462], rtol=1e-3)   # 1 / AsShotNeutral(1, 2.477, 1.462)
+    assert raw.make == "Canon" and raw.model == "Canon EOS Kiss X4"
+    assert raw.iso is None  # the file says ISO 0
+    assert raw.baseline_exposure == 0.0  # "undef" (0/0) in the file
+
+
+def test_real_kodak_kdc():
+    path = shared_file("rawpy_RAW_KODAK_DC50.KDC")
+    before = (path.stat().st_mtime_ns, path.read_bytes())
+    raw = read_raw(path)
+    assert raw.pattern in ("RGGB", "BGGR", "GRBG", "GBRG")
+    assert raw.mosaic.shape[0] % 2 == 0 and raw.mosaic.shape[1] % 2 == 0
+    assert raw.make == "Eastman Kodak Company"
+    assert raw.colour_matrix_source in ("libraw", "assumed-srgb")
+    assert (path.stat().st_mtime_ns, path.read_bytes()) == before
