@@ -26,8 +26,8 @@ pytestmark = pytest.mark.slow
 
 DRIVER = """
 local dt = require "darktable"
-local nnraw = dofile({script})
 local report = assert(io.open({report}, "w"))
+local nnraw
 local function run(tag, paths)
   local images = {{}}
   for _, p in ipairs(paths) do images[#images + 1] = assert(dt.database.import(p), "import " .. p) end
@@ -40,11 +40,15 @@ local function run(tag, paths)
       ((tostring(r.error or "")):gsub("[\\t\\n]", " "))}}, "\\t"), "\\n")
   end
 end
-dt.preferences.write("nnraw", "executable", "string", {nnraw})
-run("raws", {{{raws}}})
-run("not-a-raw", {{{not_raw}}})
-dt.preferences.write("nnraw", "executable", "string", {missing})
-run("no-program", {{{again}}})
+local ok, err = pcall(function()
+  nnraw = dofile({script})
+  dt.preferences.write("nnraw", "executable", "string", {nnraw})
+  run("raws", {{{raws}}})
+  run("not-a-raw", {{{not_raw}}})
+  dt.preferences.write("nnraw", "executable", "string", {missing})
+  run("no-program", {{{again}}})
+end)
+if not ok then report:write("lua-error\\t", tostring(err), "\\n") end
 report:close()
 """
 
@@ -86,6 +90,7 @@ def _check_report(report: Path, raws: list[Path], proc: subprocess.CompletedProc
     by_tag: dict[str, list[list[str]]] = {}
     for row in rows:
         by_tag.setdefault(row[0], []).append(row)
+    assert "lua-error" not in by_tag, f"Lua error: {by_tag.get('lua-error')}"
 
     converted = by_tag["raws"]
     assert [r[2] for r in converted] == [p.name for p in raws]

@@ -289,13 +289,23 @@ local function last_message(stderr_text)
   return last
 end
 
+--- Run a shell command, return its exit status.
+-- With a GUI, dt.control.execute releases darktable's Lua lock while the command runs so the GUI
+-- stays responsive. Headless (`darktable-cli --core --luacmd`) nothing needs to stay responsive,
+-- and yielding would let darktable-cli finish and exit mid-conversion: os.execute blocks instead.
+local function run_shell(cmd)
+  if has_gui then return dt.control.execute(cmd) end
+  local _ok, _how, status = os.execute(cmd)
+  return status
+end
+
 --- Run `nnraw convert --json` on one raw; returns ok, output path or error message.
 local function convert_one(opts, raw_path)
   local json_path, err_path = temp_path(".json"), temp_path(".err")
   local ok_cmd, cmd = pcall(convert_command, opts, raw_path, json_path, err_path)
   if not ok_cmd then return false, cmd end
   dt.print_log("nnraw: " .. cmd)
-  local status = dt.control.execute(cmd)
+  local status = run_shell(cmd)
   local stdout_text, stderr_text = read_file(json_path), read_file(err_path)
   os.remove(json_path)
   os.remove(err_path)
