@@ -9,7 +9,7 @@ Layout (facts in docs/../shared/notes/DNG.md, checked with rawpy/LibRaw, darktab
            uint16 uncompressed (default; white 65535, black 0) or float16 with deflate + predictor 3
            (white 1.0); BlackLevel, WhiteLevel, DefaultCropOrigin/Size
 
-Quantisation (uint16): ``stored = round(clip(x, 0, 1) * 65535)`` where ``x`` is camera RGB scaled so
+Quantisation (uint16): ``stored = round(clip(x, 0, 1) * 65535)`` (evaluated in float64) where ``x`` is camera RGB scaled so
 that 0 is black and 1 is the sensor's white level; readers get ``x`` back to within 0.5 / 65535.
 Values below black (noise) and above white are clipped.
 
@@ -137,16 +137,17 @@ def _ifd0_tags(meta: DngMetadata, backward_version: tuple[int, ...]) -> list[tup
 def _quantise(rgb, dtype: str) -> np.ndarray:
     """Tensor/array [1, 3, H, W] or [3, H, W] in [0, 1] -> [H, W, 3] array of the stored dtype."""
     arr = rgb.detach().cpu().numpy() if hasattr(rgb, "detach") else np.asarray(rgb)
-    if arr.ndim == 4:
-        if arr.shape[0] != 1:
-            raise ValueError(f"write_linear_dng: rgb must have shape [1, 3, H, W] or [3, H, W], got {list(arr.shape)}")
+    shape = list(arr.shape)
+    if arr.ndim == 4 and arr.shape[0] == 1:
         arr = arr[0]
     if arr.ndim != 3 or arr.shape[0] != 3:
-        raise ValueError(f"write_linear_dng: rgb must have shape [1, 3, H, W] or [3, H, W], got {list(arr.shape)}")
+        raise ValueError(f"write_linear_dng: rgb must have shape [1, 3, H, W] or [3, H, W], got {shape}")
     arr = arr.transpose(1, 2, 0)
     if dtype == "uint16":
         out = np.empty(arr.shape, np.uint16)
-        np.rint(np.clip(arr, 0.0, 1.0) * 65535.0, out=out, casting="unsafe")
+        for y in range(0, arr.shape[0], 256):  # in float64 (exact rounding), a band of rows at a time
+            band = np.clip(arr[y:y + 256].astype(np.float64), 0.0, 1.0) * 65535.0
+            np.rint(band, out=out[y:y + 256], casting="unsafe")
         return out
     if dtype == "float16":
         return np.clip(arr, 0.0, 65504.0).astype(np.float16)
@@ -193,6 +194,11 @@ def write_dng_file(path: str | Path, rgb, *, meta: DngMetadata, preview: np.ndar
         white, black = [65535] * 3, [0] * 3
         compression, predictor = None, None
     else:
+        try:
+            import imagecodecs  # noqa: F401 - tifffile's floating-point predictor lives there
+        except ImportError as exc:
+            raise RuntimeError("write_linear_dng: dtype 'float16' needs the imagecodecs package "
+                               "(deflate with the floating-point predictor); install it or use 'uint16'") from exc
         white, black = [1] * 3, [0] * 3
         compression, predictor = "zlib", 3
     image_tags = [
