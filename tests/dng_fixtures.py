@@ -83,6 +83,7 @@ def write_bayer_dng(
     colour_matrix: np.ndarray = CANON_550D_MATRIX,
     active_area: tuple[int, int, int, int] | None = None,
     seed: int = 0,
+    repeat: tuple[int, int] = (1, 1),
 ) -> SyntheticRaw:
     """Write an uncompressed uint16 Bayer CFA DNG (image in IFD0, as Magic Lantern writes them).
 
@@ -92,12 +93,16 @@ def write_bayer_dng(
         black: black levels at the four CFA positions (row by row).
         active_area: (top, left, bottom, right) margins: the stored image is larger by these and the
             DNG's ActiveArea tag points at the visible part; the padding rows hold black.
+        repeat: tile the scene (rows, columns) times: a cheap way to a large image (benchmarks);
+            the visible size is then ``size * repeat``.
     """
     h, w = size
     black_2x2 = np.asarray(black, dtype=np.float64).reshape(2, 2)
     neutral = np.asarray(neutral, dtype=np.float64) / neutral[1]
     scene, box = synthetic_scene(h, w, neutral, seed)
     mosaic = mosaic_of(scene, pattern, black_2x2, white)
+    if repeat != (1, 1):
+        scene, mosaic = np.tile(scene, (*repeat, 1)), np.tile(mosaic, repeat)
     stored = mosaic
     top = left = 0
     if active_area is not None:

@@ -63,3 +63,14 @@ def test_errors():
         recover_highlights(torch.rand(1, 3, 4, 4), (2.0, 1.0, 1.0, 1.5))
     with pytest.raises(ValueError, match="wb gains must be finite and > 0"):
         recover_highlights(torch.rand(1, 3, 4, 4), (2.0, 0.0, 1.5))
+
+
+def test_chunks_and_inplace_give_the_same_result():
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(1, 3, 37, 20, generator=g) * 0.6 + 0.45
+    x[:, 1, 5:30] = 1.0
+    whole = recover_highlights(x, WB, rows_per_chunk=1000)
+    assert torch.equal(recover_highlights(x, WB, rows_per_chunk=3), whole)
+    y = x.clone()
+    assert recover_highlights(y, WB, inplace=True) is y and torch.equal(y, whole)
+    assert not torch.equal(x, whole)  # the default leaves the input alone

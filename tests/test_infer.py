@@ -222,8 +222,8 @@ def test_denoise_camera_rgb_with_module_and_constant_sigma():
 def test_denoise_camera_rgb_profile_from_iso():
     noise = pytest.importorskip("nnraw.noise", reason="nnraw.noise (noise branch) not merged yet")
     model = NoiseResidualNet().eval()
-    x = _image(h=40, w=40, seed=19) * 1.2 - 0.1  # some values outside [0, 1]
-    got = denoise_camera_rgb(x, model=model, iso=1600, device="cpu", tile=16)
+    x = _image(h=64, w=72, seed=19) * 1.2 - 0.1  # some values outside [0, 1]
+    got = denoise_camera_rgb(x, model=model, iso=1600, device="cpu", tile=24)
     prof = noise.reference_profile(1600)
     want = forward_whole(model, x, prof.sigma_map(x.clamp(0, 1)))
     assert torch.equal(got, want)
@@ -244,3 +244,29 @@ def test_cuda_pipelined_matches_cpu(precision, tol):
     on_dev = run_tiled(model.cuda(), x.cuda(), tile=48, batch=3, device="cuda", precision=precision)
     assert on_dev.device.type == "cuda"
     assert (on_dev.cpu() - cpu).abs().max().item() < tol
+
+
+def test_noise_profile_choice_order(tmp_path):
+    noise = pytest.importorskip("nnraw.noise", reason="nnraw.noise (noise branch) not merged yet")
+    from types import SimpleNamespace
+
+    from nnraw.infer import _darktable_table, choose_noise_profile
+
+    unknown = SimpleNamespace(make="Nobody", model="Camera 1", iso=800, wb=[2.0, 1.0, 1.5])
+    prof, origin = choose_noise_profile(raw=unknown)
+    assert origin.startswith("reference") and prof.a == noise.reference_profile(800).a
+    prof, origin = choose_noise_profile(raw=unknown, iso=3200)  # --iso overrides the metadata
+    assert prof.a == noise.reference_profile(3200).a
+    given = noise.NoiseProfile((1e-3,) * 3, (1e-5,) * 3, name="test")
+    path = tmp_path / "p.json"
+    given.save(path)
+    prof, origin = choose_noise_profile(profile=path, raw=unknown)
+    assert prof.a == given.a and prof.b == given.b and str(path) in origin
+    with pytest.raises(ValueError, match="Nobody Camera 1 metadata has ISO None.*pass --iso N"):
+        choose_noise_profile(raw=SimpleNamespace(make="Nobody", model="Camera 1", iso=None, wb=None))
+    if _darktable_table() is None:
+        pytest.skip("darktable's noiseprofiles.json is not installed (apt install darktable)")
+    canon = SimpleNamespace(make="Canon", model="EOS 550D", iso=800, wb=[2.0, 1.0, 1.5])
+    prof, origin = choose_noise_profile(raw=canon)
+    assert origin.startswith("darktable profile Canon EOS 550D")
+    assert prof.a != noise.reference_profile(800).a

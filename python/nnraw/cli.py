@@ -68,6 +68,14 @@ def _add_dng_to_tiff(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _add_denoise_rgb(sub: argparse._SubParsersAction) -> None:
+    from nnraw.denoise_rgb import add_arguments, run
+
+    p = sub.add_parser("denoise-rgb", help="denoise an already-demosaiced RGB image (PNG/TIFF)")
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nnraw",
@@ -79,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_convert(sub)
     _add_profile(sub)
     _add_dataset(sub)
+    _add_denoise_rgb(sub)
     _add_install_plugin(sub)
     _add_dng_to_tiff(sub)
     return parser

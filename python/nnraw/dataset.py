@@ -25,16 +25,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from nnraw.noise import NoiseProfile, add_noise, noise_params, random_noise_params, sigma_map
 

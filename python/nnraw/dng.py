@@ -9,7 +9,7 @@ Layout (facts in docs/../shared/notes/DNG.md, checked with rawpy/LibRaw, darktab
            uint16 uncompressed (default; white 65535, black 0) or float16 with deflate + predictor 3
            (white 1.0); BlackLevel, WhiteLevel, DefaultCropOrigin/Size
 
-Quantisation (uint16): ``stored = round(clip(x, 0, 1) * 65535)`` where ``x`` is camera RGB scaled so
+Quantisation (uint16): ``stored = round(clip(x, 0, 1) * 65535)`` (evaluated in float64) where ``x`` is camera RGB scaled so
 that 0 is black and 1 is the sensor's white level; readers get ``x`` back to within 0.5 / 65535.
 Values below black (noise) and above white are clipped.
 
@@ -145,7 +145,9 @@ def _quantise(rgb, dtype: str) -> np.ndarray:
     arr = arr.transpose(1, 2, 0)
     if dtype == "uint16":
         out = np.empty(arr.shape, np.uint16)
-        np.rint(np.clip(arr, 0.0, 1.0) * 65535.0, out=out, casting="unsafe")
+        for y in range(0, arr.shape[0], 256):  # in float64 (exact rounding), a band of rows at a time
+            band = np.clip(arr[y:y + 256].astype(np.float64), 0.0, 1.0) * 65535.0
+            np.rint(band, out=out[y:y + 256], casting="unsafe")
         return out
     if dtype == "float16":
         return np.clip(arr, 0.0, 65504.0).astype(np.float16)

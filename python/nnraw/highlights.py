@@ -33,8 +33,8 @@ GREEN_CLIPPED = 0.999
 """Green counts as clipped at or above this fraction of the white level (as in the reference)."""
 
 
-def recover_highlights(rgb: torch.Tensor, wb: torch.Tensor | tuple | list,
-                       *, clipped: float = GREEN_CLIPPED) -> torch.Tensor:
+def recover_highlights(rgb: torch.Tensor, wb: torch.Tensor | tuple | list, *, clipped: float = GREEN_CLIPPED,
+                       inplace: bool = False, rows_per_chunk: int = 256) -> torch.Tensor:
     """Rebuild clipped green from red and blue in white-balanced space (see module docstring).
 
     Args:
@@ -42,9 +42,12 @@ def recover_highlights(rgb: torch.Tensor, wb: torch.Tensor | tuple | list,
         wb: white-balance gains (R, G, B): Tensor[3] / Tensor[N, 3] or a sequence of 3 numbers
             (normalised by the green gain here, so any scale works).
         clipped: green clip threshold (fraction of the white level).
+        inplace: write the recovered green into ``rgb`` itself (saves a full-size copy).
+        rows_per_chunk: rows processed at a time (bounds the temporaries; the result does not depend on it).
 
     Returns:
-        Tensor[N, 3, H, W] camera RGB, a new tensor; green may exceed 1 in recovered highlights.
+        Tensor[N, 3, H, W] camera RGB (``rgb`` itself when inplace); green may exceed 1 in recovered
+        highlights.
     """
     if not isinstance(rgb, torch.Tensor) or rgb.dim() != 4 or rgb.shape[1] != 3:
         got = list(rgb.shape) if isinstance(rgb, torch.Tensor) else type(rgb).__name__
@@ -58,9 +61,13 @@ def recover_highlights(rgb: torch.Tensor, wb: torch.Tensor | tuple | list,
         raise ValueError(f"{_OP}: wb gains must be finite and > 0, got {gains.tolist()}")
     gains = gains.reshape(-1, 3, 1, 1)
     gains = gains / gains[:, 1:2]
-    r = rgb[:, 0:1] * gains[:, 0:1]
-    g = rgb[:, 1:2]                 # green gain is 1 after normalisation
-    b = rgb[:, 2:3] * gains[:, 2:3]
-    blown = (g >= clipped) & ((r > 1) | (b > 1))
-    green = torch.where(blown, torch.maximum(g, (r + b) / 2), g)
-    return torch.cat([rgb[:, 0:1], green, rgb[:, 2:3]], 1)
+    out = rgb if inplace else rgb.clone()
+    step = max(1, rows_per_chunk)
+    for y0 in range(0, rgb.shape[2], step):
+        part = out[:, :, y0:y0 + step]
+        r = part[:, 0:1] * gains[:, 0:1]
+        g = part[:, 1:2]                 # green gain is 1 after normalisation
+        b = part[:, 2:3] * gains[:, 2:3]
+        blown = (g >= clipped) & ((r > 1) | (b > 1))
+        g.copy_(torch.where(blown, torch.maximum(g, (r + b) / 2), g))
+    return out

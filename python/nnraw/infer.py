@@ -35,6 +35,7 @@ The raw-domain entry point used by ``nnraw convert`` is :func:`denoise_camera_rg
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable
@@ -465,7 +466,11 @@ def resolve_model(model: str | nn.Module, device: torch.device, iso: float | Non
     """
     if isinstance(model, nn.Module):
         return model
-    from nnraw.models import available_models, load_model
+    try:
+        from nnraw.models import available_models, load_model
+    except ImportError as exc:
+        raise RuntimeError(f"{_OP}: model {model!r} is not available: this build has no trained "
+                           f"networks (nnraw.models: {exc})") from exc
 
     if model == "reference":
         if not iso:
@@ -498,12 +503,38 @@ def choose_noise_profile(*, profile: "str | Path | NoiseProfile | None" = None, 
             if raw is not None else ""
         raise ValueError(f"{_OP}: the ISO is unknown{where}: pass --iso N or --profile FILE")
     if raw is not None and getattr(raw, "make", None) and getattr(raw, "model", None):
-        from nnraw.profile import darktable_profile
+        table = _darktable_table()
+        if table is not None:
+            from nnraw.profile import darktable_profile
 
-        found = darktable_profile(raw.make, raw.model, iso)
-        if found is not None:
-            return found, f"darktable profile {raw.make} {raw.model} ISO {iso:g}"
+            wb = getattr(raw, "wb", None)
+            try:
+                found = darktable_profile(raw.make, raw.model, iso, table=table,
+                                          wb=None if wb is None else [float(v) for v in wb])
+            except KeyError:  # camera not in darktable's list
+                found = None
+            if found is not None:
+                return found, f"darktable profile {raw.make} {raw.model} ISO {iso:g}"
     return reference_profile(iso), f"reference (Pentax K-3) profile at ISO {iso:g}"
+
+
+DARKTABLE_PROFILE_PATHS = (
+    "/usr/share/darktable/noiseprofiles.json",
+    "/usr/local/share/darktable/noiseprofiles.json",
+    "/app/share/darktable/noiseprofiles.json",  # flatpak
+)
+
+
+@functools.lru_cache(maxsize=1)
+def _darktable_table():
+    """darktable's noiseprofiles.json, parsed once: $NNRAW_DARKTABLE_NOISEPROFILES or darktable's install."""
+    from nnraw.profile import load_darktable_profiles
+
+    env = os.environ.get("NNRAW_DARKTABLE_NOISEPROFILES")
+    for candidate in ([env] if env else []) + list(DARKTABLE_PROFILE_PATHS):
+        if Path(candidate).is_file():
+            return load_darktable_profiles(Path(candidate))
+    return None
 
 
 def denoise_camera_rgb(
