@@ -5,7 +5,8 @@ One GIMP run (module fixture) does everything through the PDB, as a user's batch
   * the filter `plug-in-nnraw-denoise` on a noisy float image (two flat areas and a sharp edge);
   * the raw loader `file-nnraw-raw-load` on a real DNG, on a copy named with a quote and a non-ASCII
     letter, and on a PNG (must fail with nnraw's message);
-  * Gimp.file_load on a raw with the profile's Raw Image Importer set to nnraw.
+(Gimp.file_load is not tested on the DNG: GIMP 3.0 gives any file with TIFF magic, DNG included, to its
+own TIFF loader first, whatever the Raw Image Importer setting; see docs/PLUGINS.md.)
 The pixels come back to pytest as raw float32 files and are checked with numpy here.
 """
 
@@ -82,13 +83,6 @@ try:
     # 2. the raw loader through the PDB
     report["load"] = {{name: load_raw(HERE + "/" + name) for name in {raw_names!r}}}
 
-    # 3. GIMP's own file_load, with nnraw as the Raw Image Importer (gimprc)
-    try:
-        loaded = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(HERE + "/" + {raw_names!r}[0]))
-        report["file_load"] = {{"width": loaded.get_width(), "height": loaded.get_height(),
-                               "precision": loaded.get_precision().value_nick}}
-    except Exception as exc:
-        report["file_load"] = {{"error": str(exc)}}
 except Exception:
     report["python-error"] = traceback.format_exc()
 with open(HERE + "/report.json", "w") as f:
@@ -123,7 +117,6 @@ def gimp_run(tmp_path_factory):
     require_subcommand(write_nnraw_command(here), "convert")
     profile = here / "profile"
     install("gimp", profile)
-    (profile / "gimprc").write_text('(import-raw-plug-in "${gimp_dir}/plug-ins/nnraw/nnraw.py")\n')
     raw_names = ["canon.dng", "it's a test ü.dng", "notes.png"]
     shutil.copyfile(raw, here / raw_names[0])
     shutil.copyfile(raw, here / raw_names[1])
@@ -198,8 +191,3 @@ def test_gimp_loader_reports_nnraw_errors(gimp_run):
     assert entry["status"] == "execution-error", entry
     assert "notes.png" in str(entry["error"]) and "not a raw" in str(entry["error"]), entry
 
-
-def test_gimp_routes_raws_to_nnraw_when_chosen_as_raw_importer(gimp_run):
-    _, report, _, _ = gimp_run
-    entry = report["file_load"]
-    assert entry.get("precision") == "float-linear", entry
