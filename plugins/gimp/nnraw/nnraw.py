@@ -360,11 +360,11 @@ class Nnraw(Gimp.PlugIn):
                 "`nnraw denoise-rgb`. Strength is the noise standard deviation in linear [0, 1] units; "
                 "an ISO > 0 uses nnraw's reference camera noise profile at that ISO instead.",
                 name)
-            procedure.add_double_argument("strength", "_Strength",
+            procedure.add_double_argument("strength", "_Noise level (std, linear)",
                                           "Noise standard deviation in linear [0, 1] units",
                                           0.0005, 0.5, 0.02, GObject.ParamFlags.READWRITE)
-            procedure.add_int_argument("iso", "_ISO (0: use strength)",
-                                       "ISO of the reference camera noise profile; 0 uses Strength",
+            procedure.add_int_argument("iso", "_ISO (0: use the noise level)",
+                                       "ISO of the reference camera noise profile; 0 uses the noise level",
                                        0, 409600, 0, GObject.ParamFlags.READWRITE)
         else:
             procedure = Gimp.LoadProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, load_raw, None)
