@@ -146,7 +146,11 @@ def how_to_enable(program: str, config: Path) -> str:
         ]
         if exe is None:
             here = Path(sys.executable).with_name("nnraw.exe" if sys.platform == "win32" else "nnraw")
-            lines.append(f'nnraw is not on PATH: set "nnraw: program" in lua options to {here}')
+            if here.exists():
+                lines.append(f'nnraw is not on PATH: set "nnraw: program" in lua options to {here}')
+            else:
+                lines.append('the `nnraw` program was not found: install nnraw with pip (it creates the command), '
+                             'then set "nnraw: program" in lua options to its full path')
         return "\n".join(lines)
     return "\n".join([
         "GIMP 3: restart GIMP. Then:",
