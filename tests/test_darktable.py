@@ -135,3 +135,55 @@ def test_darktable_50_chroot_converts_imports_and_groups(tmp_path, canon_dng):
     proc = run_in_chroot(root, _darktable_cli(driver, tmp_path, raws[0]), binds=[tmp_path, *python_binds()],
                          timeout=660)
     _check_report(report, raws, proc)
+
+
+GUI_CHECK = """
+local dt = require "darktable"
+local f = assert(io.open({report}, "w"))
+local lib = dt.gui.libs["nnraw"]
+f:write(table.concat({{tostring(lib ~= nil), lib and lib.name or "", tostring(lib and lib.visible),
+  dt.gui.current_view().id, dt.preferences.read("nnraw", "executable", "string")}}, "\\t"), "\\n")
+f:close()
+dt.gui.action("global/quit", 0, "", "", 1.0)
+"""
+
+
+def _gui_command(tmp_path: Path) -> list[str]:
+    """darktable with a GUI under Xvfb, the adapter installed by `nnraw install-plugin` and enabled in luarc."""
+    from nnraw.install_plugin import install
+
+    config = tmp_path / "dt-config"
+    install("darktable", config)
+    (config / "luarc").write_text('require "contrib/nnraw"\n')
+    check = tmp_path / "gui_check.lua"
+    check.write_text(GUI_CHECK.format(report=lua_string(str(tmp_path / "gui.tsv"))))
+    return ["timeout", "300", "xvfb-run", "-a", "darktable", "--configdir", str(config),
+            "--cachedir", str(tmp_path / "dt-cache"), "--library", ":memory:", "--conf", "write_sidecar_files=never",
+            "--luacmd", f"dofile({lua_string(str(check))})"]
+
+
+def _check_gui(tmp_path: Path, proc: subprocess.CompletedProcess) -> None:
+    report = tmp_path / "gui.tsv"
+    assert report.exists(), f"darktable ran no Lua check:\n{proc.stdout}\n{proc.stderr}"
+    row = report.read_text().rstrip("\n").split("\t")
+    print(row)
+    assert row == ["true", "nnraw", "true", "lighttable", "nnraw"], "module shown in the lighttable, preferences registered"
+    assert "LUA ERROR" not in proc.stdout + proc.stderr
+
+
+def test_darktable_42_host_gui_shows_the_module(tmp_path):
+    if shutil.which("darktable") is None or shutil.which("xvfb-run") is None:
+        pytest.skip("darktable or xvfb-run is not installed on this host (`make system-deps`)")
+    proc = subprocess.run(_gui_command(tmp_path), capture_output=True, text=True, env=clean_env(), timeout=330)
+    _check_gui(tmp_path, proc)
+
+
+def test_darktable_50_chroot_gui_shows_the_module(tmp_path):
+    from chroot import ChrootUnavailable, ensure_chroot, run_in_chroot
+
+    try:
+        root = ensure_chroot()
+    except ChrootUnavailable as exc:
+        pytest.skip(f"no Debian 13 chroot with darktable 5.0: {exc}")
+    proc = run_in_chroot(root, _gui_command(tmp_path), binds=[tmp_path], timeout=330)
+    _check_gui(tmp_path, proc)
