@@ -47,6 +47,9 @@ local ok, err = pcall(function()
   run("not-a-raw", {{{not_raw}}})
   dt.preferences.write("nnraw", "executable", "string", {missing})
   run("no-program", {{{again}}})
+  dt.preferences.write("nnraw", "executable", "string", {nnraw})
+  dt.preferences.write("nnraw", "raw_leads_group", "bool", true)
+  run("raw-leads", {{{again}}})
 end)
 if not ok then report:write("lua-error\\t", tostring(err), "\\n") end
 report:close()
@@ -111,6 +114,11 @@ def _check_report(report: Path, raws: list[Path], proc: subprocess.CompletedProc
     (_, ok, source, output, dng_name, leader, members, error), = by_tag["no-program"]
     assert ok == "false" and "not found" in error, f"a missing nnraw program must be reported: {error!r}"
     assert "nnraw: again.dng failed" in proc.stdout + proc.stderr, "failures are printed (dt.print)"
+
+    (_, ok, source, output, dng_name, leader, members, error), = by_tag["raw-leads"]
+    assert ok == "true", error
+    assert leader == "again.dng", "with 'keep the raw as group leader' the group keeps its leader"
+    assert members.split("|") == ["again-nnraw.dng", "again.dng"]
 
 
 def test_darktable_42_host_converts_imports_and_groups(tmp_path, canon_dng):

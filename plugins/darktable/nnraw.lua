@@ -86,7 +86,7 @@ local function register_preferences()
   dt.preferences.register(MODULE, "overwrite", "bool", _("nnraw: overwrite existing DNGs"),
     _("replace a DNG written by an earlier run instead of reporting an error"), false)
   dt.preferences.register(MODULE, "raw_leads_group", "bool", _("nnraw: keep the raw as group leader"),
-    _("off: the new DNG leads the group (shown when groups are collapsed); on: the raw stays leader"), false)
+    _("off: the new DNG leads the group (shown when groups are collapsed); on: the group keeps its leader"), false)
 end
 
 local function settings()
@@ -331,11 +331,7 @@ local function import_and_group(raw_image, dng_path, dng_leads)
   if not dng then error(string.format(_("darktable could not import %s"), dng_path), 0) end
   if dng.id ~= raw_image.id then
     dng:group_with(raw_image)                      -- joins the raw's group (keeps raw+jpeg pairs together)
-    if dng_leads then
-      dng:make_group_leader()
-    else
-      raw_image:make_group_leader()
-    end
+    if dng_leads then dng:make_group_leader() end  -- else the group keeps the leader it had
   end
   return dng
 end
