@@ -57,6 +57,30 @@ def _add_dataset(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _add_install_plugin(sub: argparse._SubParsersAction) -> None:
+    from nnraw.install_plugin import add_arguments, run
+
+    p = sub.add_parser("install-plugin", help="install the darktable or GIMP adapter into your configuration")
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def _add_dng_to_tiff(sub: argparse._SubParsersAction) -> None:
+    from nnraw.export_tiff import add_arguments, run
+
+    p = sub.add_parser("dng-to-tiff", help="a linear DNG written by nnraw -> linear float32 RGB TIFF (GIMP loader)")
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def _add_denoise_rgb(sub: argparse._SubParsersAction) -> None:
+    from nnraw.denoise_rgb import add_arguments, run
+
+    p = sub.add_parser("denoise-rgb", help="denoise an already-demosaiced RGB image (PNG/TIFF)")
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nnraw",
@@ -68,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_convert(sub)
     _add_profile(sub)
     _add_dataset(sub)
+    _add_denoise_rgb(sub)
+    _add_install_plugin(sub)
+    _add_dng_to_tiff(sub)
     return parser
 
 

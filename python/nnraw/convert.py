@@ -217,6 +217,7 @@ def convert_file(
         output or temporary file is left behind then).
     """
     from nnraw.dng import atomic_output
+    from nnraw.highlights import recover_highlights
     from nnraw.preview import write_png, write_xcf
 
     input_path = Path(input)
@@ -244,6 +245,7 @@ def convert_file(
             mosaic = normalise_mosaic(raw)
         with timer("pre_demosaic"):
             plain = pre_demosaic(mosaic, raw.pattern, raw.wb, device=dev)
+            plain = recover_highlights(plain, raw.wb, inplace=True)  # clipped green from R and B (nnraw.highlights)
         del mosaic
         with timer("network"):
             rgb = network(plain, raw, model=model, iso=iso if iso is not None else raw.iso, device=dev)

@@ -1,0 +1,197 @@
+"""The darktable adapter (plugins/darktable/nnraw.lua) in real darktable: 4.2 on the host, 5.0 in a
+Debian 13 chroot (tests/chroot.py), headless (`darktable-cli --core --luacmd`).
+
+A Lua driver loads nnraw.lua, imports raws (one named with a space, a quote and a non-ASCII letter),
+calls the script's `convert_images` (what the lighttable button runs, minus the GUI job) with the
+nnraw of this environment, and writes what darktable's library then holds: for each source image its
+group leader and group members. Failures (a non-raw input, a missing nnraw program) must come back
+with nnraw's or the shell's message, never be dropped.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from plugin_env import REPO, clean_env, lua_string, python_binds, require_subcommand, write_nnraw_command
+
+SCRIPT = REPO / "plugins" / "darktable" / "nnraw.lua"
+RAW_NAME = "tinydng_colorchart_Canon550D_MagicLantern.dng"
+ODD_NAME = "it's a test ü.dng"
+
+pytestmark = pytest.mark.slow
+
+DRIVER = """
+local dt = require "darktable"
+local report = assert(io.open({report}, "w"))
+local nnraw
+local function run(tag, paths)
+  local images = {{}}
+  for _, p in ipairs(paths) do images[#images + 1] = assert(dt.database.import(p), "import " .. p) end
+  for _, r in ipairs(nnraw.convert_images(images)) do
+    local members = {{}}
+    for _, m in ipairs(r.source:get_group_members()) do members[#members + 1] = m.filename end
+    table.sort(members)
+    report:write(table.concat({{tag, tostring(r.ok), r.source.filename, r.output or "",
+      r.image and r.image.filename or "", r.source.group_leader.filename, table.concat(members, "|"),
+      ((tostring(r.error or "")):gsub("[\\t\\n]", " "))}}, "\\t"), "\\n")
+  end
+end
+local ok, err = pcall(function()
+  nnraw = dofile({script})
+  dt.preferences.write("nnraw", "executable", "string", {nnraw})
+  run("raws", {{{raws}}})
+  run("not-a-raw", {{{not_raw}}})
+  dt.preferences.write("nnraw", "executable", "string", {missing})
+  run("no-program", {{{again}}})
+  dt.preferences.write("nnraw", "executable", "string", {nnraw})
+  dt.preferences.write("nnraw", "raw_leads_group", "bool", true)
+  run("raw-leads", {{{again}}})
+end)
+if not ok then report:write("lua-error\\t", tostring(err), "\\n") end
+report:close()
+"""
+
+
+def _prepare(tmp_path: Path, canon_dng: Path) -> tuple[Path, list[Path], Path]:
+    """Copy the raw twice (plain and odd name) and a non-raw into tmp_path; write the Lua driver."""
+    photos = tmp_path / "photos dir"
+    photos.mkdir()
+    raws = [photos / "canon.dng", photos / ODD_NAME]
+    for raw in raws:
+        shutil.copyfile(canon_dng, raw)
+    not_raw = photos / "notes.png"
+    shutil.copyfile(canon_dng.parent / "halide_bayer_small.png", not_raw)
+    again = photos / "again.dng"
+    shutil.copyfile(canon_dng, again)
+    nnraw_command = write_nnraw_command(tmp_path)
+    require_subcommand(nnraw_command, "convert")
+    report = tmp_path / "report.tsv"
+    driver = tmp_path / "driver.lua"
+    driver.write_text(DRIVER.format(
+        script=lua_string(str(SCRIPT)), report=lua_string(str(report)), nnraw=lua_string(str(nnraw_command)),
+        raws=", ".join(lua_string(str(r)) for r in raws), not_raw=lua_string(str(not_raw)),
+        missing=lua_string(str(tmp_path / "no such dir" / "nnraw")), again=lua_string(str(again)),
+    ))
+    return driver, raws, report
+
+
+def _darktable_cli(driver: Path, tmp_path: Path, raw: Path) -> list[str]:
+    return ["timeout", "600", "darktable-cli", str(raw), str(tmp_path / "export.jpg"), "--core",
+            "--library", ":memory:", "--configdir", str(tmp_path / "dt-config"),
+            "--cachedir", str(tmp_path / "dt-cache"), "--conf", "write_sidecar_files=never",
+            "--luacmd", f"dofile({lua_string(str(driver))})"]
+
+
+def _check_report(report: Path, raws: list[Path], proc: subprocess.CompletedProcess) -> None:
+    assert report.exists(), f"the Lua driver wrote no report; darktable said:\n{proc.stdout}\n{proc.stderr}"
+    rows = [line.split("\t") for line in report.read_text(encoding="utf-8").splitlines()]
+    print("\n".join("\t".join(r) for r in rows))
+    by_tag: dict[str, list[list[str]]] = {}
+    for row in rows:
+        by_tag.setdefault(row[0], []).append(row)
+    assert "lua-error" not in by_tag, f"Lua error: {by_tag.get('lua-error')}"
+
+    converted = by_tag["raws"]
+    assert [r[2] for r in converted] == [p.name for p in raws]
+    for (_, ok, source, output, dng_name, leader, members, error), raw in zip(converted, raws):
+        expected = raw.with_name(raw.stem + "-nnraw.dng")
+        assert ok == "true", f"{source}: {error}"
+        assert output == str(expected) and expected.exists()
+        assert dng_name == expected.name
+        assert leader == expected.name, "the DNG leads the group by default"
+        assert members.split("|") == sorted([raw.name, expected.name])
+    assert raws[0].read_bytes() == raws[1].read_bytes(), "originals are never modified"
+
+    (_, ok, source, output, dng_name, leader, members, error), = by_tag["not-a-raw"]
+    assert ok == "false" and source == "notes.png" and not dng_name
+    assert "notes.png" in error, f"nnraw's message should name the file: {error!r}"
+    assert members == "notes.png", "nothing grouped on failure"
+
+    (_, ok, source, output, dng_name, leader, members, error), = by_tag["no-program"]
+    assert ok == "false" and "not found" in error, f"a missing nnraw program must be reported: {error!r}"
+    assert "nnraw: again.dng failed" in proc.stdout + proc.stderr, "failures are printed (dt.print)"
+
+    (_, ok, source, output, dng_name, leader, members, error), = by_tag["raw-leads"]
+    assert ok == "true", error
+    assert leader == "again.dng", "with 'keep the raw as group leader' the group keeps its leader"
+    assert members.split("|") == ["again-nnraw.dng", "again.dng"]
+
+
+def test_darktable_42_host_converts_imports_and_groups(tmp_path, canon_dng):
+    if shutil.which("darktable-cli") is None:
+        pytest.skip("darktable-cli is not installed on this host (`make system-deps` installs darktable 4.2)")
+    driver, raws, report = _prepare(tmp_path, canon_dng)
+    proc = subprocess.run(_darktable_cli(driver, tmp_path, raws[0]), capture_output=True, text=True,
+                          env=clean_env(), timeout=660)
+    _check_report(report, raws, proc)
+
+
+def test_darktable_50_chroot_converts_imports_and_groups(tmp_path, canon_dng):
+    from chroot import ChrootUnavailable, ensure_chroot, run_in_chroot
+
+    try:
+        root = ensure_chroot()
+    except ChrootUnavailable as exc:
+        pytest.skip(f"no Debian 13 chroot with darktable 5.0: {exc}")
+    driver, raws, report = _prepare(tmp_path, canon_dng)
+    version = run_in_chroot(root, ["darktable-cli", "--version"], timeout=120)
+    assert "darktable 5." in version.stdout, version.stdout + version.stderr
+    proc = run_in_chroot(root, _darktable_cli(driver, tmp_path, raws[0]), binds=[tmp_path, *python_binds()],
+                         timeout=660)
+    _check_report(report, raws, proc)
+
+
+GUI_CHECK = """
+local dt = require "darktable"
+local f = assert(io.open({report}, "w"))
+local lib = dt.gui.libs["nnraw"]
+f:write(table.concat({{tostring(lib ~= nil), lib and lib.name or "", tostring(lib and lib.visible),
+  dt.gui.current_view().id, dt.preferences.read("nnraw", "executable", "string")}}, "\\t"), "\\n")
+f:close()
+dt.gui.action("global/quit", 0, "", "", 1.0)
+"""
+
+
+def _gui_command(tmp_path: Path) -> list[str]:
+    """darktable with a GUI under Xvfb, the adapter installed by `nnraw install-plugin` and enabled in luarc."""
+    from nnraw.install_plugin import install
+
+    config = tmp_path / "dt-config"
+    install("darktable", config)
+    (config / "luarc").write_text('require "contrib/nnraw"\n')
+    check = tmp_path / "gui_check.lua"
+    check.write_text(GUI_CHECK.format(report=lua_string(str(tmp_path / "gui.tsv"))))
+    return ["timeout", "300", "xvfb-run", "-a", "darktable", "--configdir", str(config),
+            "--cachedir", str(tmp_path / "dt-cache"), "--library", ":memory:", "--conf", "write_sidecar_files=never",
+            "--luacmd", f"dofile({lua_string(str(check))})"]
+
+
+def _check_gui(tmp_path: Path, proc: subprocess.CompletedProcess) -> None:
+    report = tmp_path / "gui.tsv"
+    assert report.exists(), f"darktable ran no Lua check:\n{proc.stdout}\n{proc.stderr}"
+    row = report.read_text().rstrip("\n").split("\t")
+    print(row)
+    assert row == ["true", "nnraw", "true", "lighttable", "nnraw"], "module shown in the lighttable, preferences registered"
+    assert "LUA ERROR" not in proc.stdout + proc.stderr
+
+
+def test_darktable_42_host_gui_shows_the_module(tmp_path):
+    if shutil.which("darktable") is None or shutil.which("xvfb-run") is None:
+        pytest.skip("darktable or xvfb-run is not installed on this host (`make system-deps`)")
+    proc = subprocess.run(_gui_command(tmp_path), capture_output=True, text=True, env=clean_env(), timeout=330)
+    _check_gui(tmp_path, proc)
+
+
+def test_darktable_50_chroot_gui_shows_the_module(tmp_path):
+    from chroot import ChrootUnavailable, ensure_chroot, run_in_chroot
+
+    try:
+        root = ensure_chroot()
+    except ChrootUnavailable as exc:
+        pytest.skip(f"no Debian 13 chroot with darktable 5.0: {exc}")
+    proc = run_in_chroot(root, _gui_command(tmp_path), binds=[tmp_path], timeout=330)
+    _check_gui(tmp_path, proc)
