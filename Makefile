@@ -21,7 +21,7 @@ $(VENV)/.deps-stamp: pyproject.toml
 # Build and install nnraw (with its compiled ops) into the virtual environment.
 install: $(VENV)/.deps-stamp
 	$(PIP) install -q --no-build-isolation ".[test]"
-	$(PY) -m nnraw.ops
+	$(PY) -m nnraw.ops --check
 
 # Debian packages the tests use: exiftool, darktable (4.2 on Debian 12), Xvfb, debootstrap (for the
 # Debian 13 chroot with GIMP 3 and darktable 5). Installed only where missing.

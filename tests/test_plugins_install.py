@@ -20,8 +20,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_plugins_dir_finds_the_adapters_of_this_checkout():
-    assert plugins_dir() == REPO / "plugins"
-    assert (plugins_dir() / "gimp" / "nnraw" / "nnraw.py").is_file()
+    # From a source tree (PYTHONPATH=python) it is <repo>/plugins; from an installed wheel, the copy
+    # CMake installed into nnraw/plugins: either way the same files as this checkout's.
+    found = plugins_dir()
+    for rel in ("darktable/nnraw.lua", "gimp/nnraw/nnraw.py"):
+        assert (found / rel).read_bytes() == (REPO / "plugins" / rel).read_bytes(), rel
 
 
 def test_default_folders_follow_xdg_config_home(monkeypatch, tmp_path):
