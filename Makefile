@@ -20,6 +20,8 @@ $(VENV)/.deps-stamp: pyproject.toml
 
 # Build and install nnraw (with its compiled ops) into the virtual environment.
 install: $(VENV)/.deps-stamp
+	@# a `make dev` build beside the sources would be copied into the wheel as well: remove it
+	rm -f python/nnraw/_C*.so
 	$(PIP) install -q --no-build-isolation ".[test]"
 	$(PY) -m nnraw.ops --check
 
