@@ -36,6 +36,14 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from nnraw.train import add_arguments, run
+
+    p = sub.add_parser("train", help="train a network from a TOML config (see configs/); torchrun for DDP")
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nnraw",
@@ -45,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_info(sub)
     _add_convert(sub)
+    _add_train(sub)
     return parser
 
 
