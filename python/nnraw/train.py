@@ -107,9 +107,8 @@ class BatchSource:
     ``self.generator`` or the global RNGs, all of which the checkpoint saves.
     """
 
-    def __init__(self, cfg: dict, model: nn.Module, split: str, seed: int, data_dir: str | None = None):
-        from nnraw.dataset import CleanCropDataset
-
+    def __init__(self, cfg: dict, model: nn.Module, split: str, seed: int, data_dir: str | None = None,
+                 dataset_factory=None):
         self.cfg = cfg
         self.halo = model.halo
         self.center = cfg["loss"]["mode"] == "center"
@@ -117,7 +116,13 @@ class BatchSource:
         # Reference layout: a 66x66 tile (four 31x31 patches) plus the halo on each side.
         self.crop = 66 + 2 * self.halo if self.center else int(d["crop"]) + 2 * self.halo
         self.batch = int(d["batch"]) // 4 if self.center else int(d["batch"])
-        self.dataset = CleanCropDataset(data_dir or d["dir"], split, self.crop)
+        if dataset_factory is None:
+            from nnraw.dataset import CleanCropDataset
+
+            dataset = CleanCropDataset(data_dir or d["dir"], split, self.crop)
+        else:
+            dataset = dataset_factory(split, self.crop)
+        self.dataset = dataset
         if len(self.dataset) == 0:
             raise ValueError(f"nnraw train: no {split} images in {data_dir or d['dir']}")
         self.generator = torch.Generator().manual_seed(seed)
@@ -152,9 +157,10 @@ class BatchSource:
         return self.make(clean, wb, profiles, d["pattern"])
 
 
-def validation_set(cfg: dict, model: nn.Module, seed: int, data_dir: str | None = None) -> dict[str, dict]:
+def validation_set(cfg: dict, model: nn.Module, seed: int, data_dir: str | None = None,
+                   dataset_factory=None) -> dict[str, dict]:
     """Fixed validation batches per noise level (held-out split, fixed crops, noise and patterns)."""
-    src = BatchSource(cfg, model, "val", seed, data_dir)
+    src = BatchSource(cfg, model, "val", seed, data_dir, dataset_factory)
     n = min(int(cfg["validate"]["crops"]), len(src.dataset))
     items = [src.dataset[i] for i in range(n)]
     clean = torch.stack([it["clean"] for it in items])
@@ -324,7 +330,8 @@ def init_distributed() -> tuple[int, int, torch.device]:
 
 # --- the loop -------------------------------------------------------------------------------------
 def train(cfg: dict, run_dir: str | Path, *, steps: int | None = None, max_minutes: float | None = None,
-          resume: bool = True, data_dir: str | None = None, log_every: int = 10, quiet: bool = False) -> dict:
+          resume: bool = True, data_dir: str | None = None, log_every: int = 10, quiet: bool = False,
+          dataset_factory=None) -> dict:
     """Train (or continue training) the network of ``cfg`` in ``run_dir``.
 
     Args:
@@ -332,6 +339,8 @@ def train(cfg: dict, run_dir: str | Path, *, steps: int | None = None, max_minut
             always that of ``cfg``, so a run split into pieces equals one straight run.
         max_minutes: stop (with a checkpoint) once this wall time is used.
         resume: continue from ``run_dir/checkpoint.pt`` when it exists.
+        dataset_factory: ``f(split, crop) -> dataset`` used instead of ``CleanCropDataset`` (tests,
+            custom data); a dataset yields dict(clean Tensor[3, crop, crop], wb Tensor[3]).
     Returns:
         dict(step, seconds, val) with the last validation rows.
     """
@@ -345,7 +354,7 @@ def train(cfg: dict, run_dir: str | Path, *, steps: int | None = None, max_minut
     seed = int(cfg["seed"])
     seed_everything(seed + rank)
     model = build_model(cfg["model"]).to(device)
-    data = BatchSource(cfg, model, "train", seed * 1000 + rank, data_dir)
+    data = BatchSource(cfg, model, "train", seed * 1000 + rank, data_dir, dataset_factory)
     opt = torch.optim.Adam(model.parameters(), lr=cfg["optim"]["lr"], betas=tuple(cfg["optim"]["betas"]),
                            weight_decay=cfg["optim"]["weight_decay"])
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
@@ -373,7 +382,7 @@ def train(cfg: dict, run_dir: str | Path, *, steps: int | None = None, max_minut
         for name in ("train.csv", "val.csv"):
             (run_dir / name).unlink(missing_ok=True)
 
-    val = validation_set(cfg, model, int(cfg["validate"]["seed"]), data_dir) if main else None
+    val = validation_set(cfg, model, int(cfg["validate"]["seed"]), data_dir, dataset_factory) if main else None
     last_step = int(steps if steps is not None else cfg["schedule"]["steps"])
     alpha, mode = float(cfg["loss"]["alpha"]), cfg["loss"]["mode"]
     val_every, ck_every = int(cfg["validate"]["every"]), int(cfg["checkpoint"]["every"])
