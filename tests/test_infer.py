@@ -270,3 +270,22 @@ def test_noise_profile_choice_order(tmp_path):
     prof, origin = choose_noise_profile(raw=canon)
     assert origin.startswith("darktable profile Canon EOS 550D")
     assert prof.a != noise.reference_profile(800).a
+
+
+@pytest.mark.parametrize("config", [
+    {"architecture": "half_res_residual", "params": {"channels": 16, "depth": 4}},
+    {"architecture": "reference", "params": {}},
+])
+def test_shipped_architectures_tile_exactly(config):
+    """The real architectures of nnraw.models (random weights): tiled == whole, bit for bit."""
+    models = pytest.importorskip("nnraw.models", reason="nnraw.models (train branch) not in this build yet")
+    model = models.build_model(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0, 0.05)  # the default's last layer starts at zero: make the body matter
+    x = _image(h=150, w=206, seed=29)
+    sigma = torch.full_like(x, 0.03) if model.noise_conditioned else None
+    whole = forward_whole(model, x, sigma)
+    for tile in (40, 64, 100):
+        assert torch.equal(run_tiled(model, x, sigma, tile=tile, device="cpu"), whole), f"tile {tile}"

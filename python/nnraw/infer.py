@@ -198,6 +198,13 @@ class TileGrid:
         ys, ye, xs, xe = y0 - h, y0 + self.th + h, x0 - h, x0 + self.tw + h
         if ys >= 0 and xs >= 0 and ye <= self.height and xe <= self.width:
             return img[:, :, ys:ye, xs:xe]
+        # Border tile: the part inside the image, mirrored at the image's own edges. F.pad(reflect)
+        # is exact here (the part's edges that get padded are the image's edges) and fast.
+        r0, r1, c0, c1 = max(ys, 0), min(ye, self.height), max(xs, 0), min(xe, self.width)
+        pads = (c0 - xs, xe - c1, r0 - ys, ye - r1)
+        if pads[0] < c1 - c0 and pads[1] < c1 - c0 and pads[2] < r1 - r0 and pads[3] < r1 - r0:
+            return F.pad(img[:, :, r0:r1, c0:c1], pads, mode="reflect")
+        # Tiles reaching further than one mirror image (tiny images): gather by mirrored indices.
         rows = reflect_indices(ys, ye, self.height)
         cols = reflect_indices(xs, xe, self.width)
         r0, r1, c0, c1 = int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
