@@ -14,9 +14,8 @@ does not count):
 3. demosaicnet (Gharbi et al. 2016, pip `demosaicnet`, pretrained Bayer model, valid convolutions)
    on the same image in its own 512-px tiles (with the 32-px halo it needs) and the time ratio.
 
-When the `default` model is not available (nnraw.models or its weights missing), a stand-in with
-the reference system's architecture (9-5-5, 64 channels, random weights) runs instead and the
-report says so: the time is then that of the reference network, not of `default`.
+When the model's weights are not available, the same architecture (configs/<name>.toml) runs with
+untrained weights (same cost), or else the reference system's 9-5-5 shape; the report says which.
 """
 
 from __future__ import annotations
@@ -70,6 +69,21 @@ class SeedArchitecture(nn.Module):
 
     def forward(self, rgb, sigma=None):
         return self.body(rgb - 0.5) + 0.5
+
+
+def stand_in(name: str, why: Exception) -> tuple[nn.Module, str]:
+    """Untrained network of ``name``'s architecture (configs/<name>.toml), else the seed's 9-5-5 shape."""
+    import tomllib
+
+    cfg = REPO / "configs" / f"{name}.toml"
+    try:
+        from nnraw.models import build_model
+
+        model = build_model(tomllib.loads(cfg.read_text())["model"]).eval()
+        return model, f"STAND-IN: {name!r} architecture from {cfg.name} with untrained weights (timing only); weights unavailable: {why}"
+    except Exception as exc:  # noqa: BLE001
+        return SeedArchitecture().eval(), (f"STAND-IN: seed architecture 9-5-5 (random weights); {name!r} "
+                                           f"unavailable: {why}; no config: {exc}")
 
 
 def conv_macs(model: nn.Module, example: tuple) -> int:
@@ -144,8 +158,7 @@ def main() -> int:
             model = resolve_model(args.model, dev, 800)
             model_label = args.model
         except Exception as exc:  # noqa: BLE001 - report and use the stand-in
-            model = SeedArchitecture().eval()
-            model_label = f"STAND-IN seed architecture 9-5-5 (random weights); {args.model!r} unavailable: {exc}"
+            model, model_label = stand_in(args.model, exc)
         stages: dict[str, float] = {}
 
         def stage(name, fn, *a, **k):
