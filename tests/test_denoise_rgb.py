@@ -184,3 +184,19 @@ def test_gimp_call_with_the_default_model(tmp_path, capsys):
     out = tifffile.imread(dst)
     assert out.dtype == np.float32 and out.shape == noisy.shape and np.isfinite(out).all()
     assert np.abs(out - clean).mean() < np.abs(noisy - clean).mean()  # it denoised
+
+
+def test_gimp_call_path_with_an_untrained_default(tmp_path, monkeypatch):
+    """The GIMP plug-in's exact command line, through nnraw.models, with an untrained default (its last
+    layer starts at zero: the identity) saved to a temporary weights folder; odd image size too."""
+    models = pytest.importorskip("nnraw.models", reason="nnraw.models (train branch) not in this build yet")
+    config = {"architecture": "half_res_residual", "params": {"channels": 8, "depth": 3}}
+    monkeypatch.setattr(models, "WEIGHTS_DIR", tmp_path / "weights")
+    models.save_model(models.build_model(config), config, "default", dtype=torch.float32)
+    src, dst = tmp_path / "in.tif", tmp_path / "out.tif"
+    img = _rand((45, 61, 3), 6)
+    tifffile.imwrite(src, img, photometric="rgb")
+    assert main(["denoise-rgb", str(src), str(dst), "--linear", "--strength", "0.02", "--device", "cpu"]) == 0
+    out = tifffile.imread(dst)
+    assert out.dtype == np.float32 and out.shape == img.shape
+    np.testing.assert_array_equal(out, img)
