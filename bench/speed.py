@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import resource
 import subprocess
@@ -180,6 +181,7 @@ def main() -> int:
             prof, _ = choose_noise_profile(raw=raw, iso=800)
             sigma = lambda t: prof.sigma_map(t.clamp(0.0, 1.0))  # noqa: E731
         rgb = stage("network", run_tiled, model, plain, sigma, tile=args.tile, device=dev)
+        crop = plain[..., :2048, :2048].clone() if dev.type == "cuda" else None
         del plain
         embedded = stage("render", convert.render_preview, rgb, raw, orient=False, max_size=convert.PREVIEW_MAX_SIZE)
         stage("write_dng", convert.write_dng, dst, rgb, raw, embedded)
@@ -203,6 +205,16 @@ def main() -> int:
         "network_gmac": round(macs / 1e9, 1), "network_gflops": round(net_flops / 1e9, 1),
         "matmul_gflops": round(mm / 1e9, 1), "network_vs_matmul": round(net_flops / mm, 3),
     }
+    if crop is not None:  # reduced precision: PSNR against float32 on a 2048x2048 crop of the image
+        ref = run_tiled(model, crop, sigma, tile=args.tile, device=dev)
+        for precision in ("float16", "bfloat16"):
+            torch.cuda.synchronize()
+            t = time.perf_counter()
+            low = run_tiled(model, crop, sigma, tile=args.tile, device=dev, precision=precision)
+            torch.cuda.synchronize()
+            mse = float(((low - ref) ** 2).mean())
+            report[f"{precision}_psnr_vs_float32_db"] = round(10 * math.log10(1 / max(mse, 1e-20)), 2)
+            report[f"{precision}_crop_s"] = round(time.perf_counter() - t, 3)
     if not args.skip_demosaicnet:
         print("demosaicnet ...", flush=True)
         dn_s, dn_macs = time_demosaicnet(h, w, args.tile)

@@ -105,8 +105,9 @@ def reflect_pad(x: torch.Tensor, halo: int) -> torch.Tensor:
     return F.pad(x, (halo, halo, halo, halo), mode="reflect")
 
 
-def _call_model(model: nn.Module, x: torch.Tensor, s: torch.Tensor | None) -> torch.Tensor:
-    conditioned = bool(getattr(model, "noise_conditioned", False))
+def _call_model(model: nn.Module, x: torch.Tensor, s: torch.Tensor | None, conditioned: bool | None = None) -> torch.Tensor:
+    if conditioned is None:
+        conditioned = bool(getattr(model, "noise_conditioned", False))
     return model(x, s if conditioned else None)
 
 
@@ -377,7 +378,7 @@ def _run_simple(runner, model, rgb, sigma, out, grid, batches, dev, amp, fmt, pr
         else:
             s = _sigma_for(sigma, x, fmt)
         with _autocast(dev, amp):
-            o = _call_model(runner, x, s)
+            o = _call_model(runner, x, s, bool(getattr(model, "noise_conditioned", False)))
         _check_output(o, len(run_jobs), grid, model)
         o = o.float().to(out.device)
         for k, (i, y, xx) in enumerate(jobs):
@@ -440,7 +441,7 @@ def _run_cuda_pipelined(runner, model, rgb, sigma, out, grid, batches, bmax, dev
         x = sl["in_dev"][:b]
         s = sl["sig_dev"][:b] if tensor_sigma else _sigma_for(sigma, x, fmt)
         with _autocast(dev, amp):
-            o = _call_model(runner, x, s)
+            o = _call_model(runner, x, s, bool(getattr(model, "noise_conditioned", False)))
         _check_output(o, b, grid, model)
         o = o.float().contiguous()
         sl["computed"].record(compute)
