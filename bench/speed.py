@@ -12,7 +12,7 @@ does not count):
    tile, times the number of tiles) over the network stage's time, next to the machine's float32
    matmul FLOP/s measured here (torch.mm of 4096 x 4096 matrices);
 3. demosaicnet (Gharbi et al. 2016, pip `demosaicnet`, pretrained Bayer model, valid convolutions)
-   on the same image in its own 512-px tiles (with the 32-px halo it needs) and the time ratio.
+   on the same image in tiles of the same size (with the 32-px halo it needs) and the time ratio.
 
 When the model's weights are not available, the same architecture (configs/<name>.toml) runs with
 untrained weights (same cost), or else the reference system's 9-5-5 shape; the report says which.
@@ -137,7 +137,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="4000x6000", help="H x W of the synthetic raw (default 24 MP: 4000x6000)")
     ap.add_argument("--model", default="default")
-    ap.add_argument("--tile", type=int, default=512)
+    ap.add_argument("--tile", type=int, default=1024)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     ap.add_argument("--skip-demosaicnet", action="store_true")

@@ -57,6 +57,11 @@ SigmaArg = Union[torch.Tensor, Callable[[torch.Tensor], torch.Tensor], None]
 function ``tile_rgb [B, 3, h, w] -> sigma [B, 3, h, w]`` evaluated on each padded tile (it must be
 pointwise, or at least local, so that tiling does not change it)."""
 
+DEFAULT_TILE = 1024
+"""Output tile side. 1024 rather than the reference's 512: the halo's share of the work drops from
+~10 % to ~5 % for the default model (halo 12) and 24 MP runs ~20 % faster on CPU; the default model's
+activations for one tile stay ~53 MB each (half resolution, 48 channels)."""
+
 PRECISIONS = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -247,7 +252,7 @@ def run_tiled(
     rgb: torch.Tensor,
     sigma: SigmaArg = None,
     *,
-    tile: int = 512,
+    tile: int = DEFAULT_TILE,
     batch: int | None = None,
     device: str | torch.device | None = None,
     out: torch.Tensor | None = None,
@@ -266,7 +271,7 @@ def run_tiled(
         rgb: Tensor[N, 3, H, W] float32 (CPU or CUDA); H, W > halo. Never copied as a whole.
         sigma: see :data:`SigmaArg`.
         tile: largest output tile side (even; the grid is balanced so all tiles have the same size).
-        batch: tiles per forward pass (default 1 on CPU, 8 on CUDA).
+        batch: tiles per forward pass (default 1 on CPU, 4 on CUDA).
         device: "cpu", "cuda[:k]", or None/"auto" (CUDA when available).
         out: optional preallocated Tensor[N, 3, H, W] float32 on ``rgb``'s device to write into.
         precision: "float32", or on CUDA "float16"/"bfloat16" (autocast; output stays float32).
@@ -287,7 +292,7 @@ def run_tiled(
     if PRECISIONS[precision] is not None and dev.type != "cuda":
         raise ValueError(f"{_OP}: precision {precision!r} is only offered on CUDA; on {dev} use float32")
     if batch is None:
-        batch = 8 if dev.type == "cuda" else 1
+        batch = 4 if dev.type == "cuda" else 1
     if batch < 1:
         raise ValueError(f"{_OP}: batch must be >= 1, got {batch}")
     n, _, height, width = rgb.shape
@@ -554,7 +559,7 @@ def denoise_camera_rgb(
     device: str | torch.device | None = None,
     profile: "str | Path | NoiseProfile | None" = None,
     sigma: float | None = None,
-    tile: int = 512,
+    tile: int = DEFAULT_TILE,
     batch: int | None = None,
     precision: str = "float32",
     compile: bool = False,
