@@ -44,6 +44,22 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _add_profile(sub: argparse._SubParsersAction) -> None:
+    from nnraw.profile import add_arguments, run
+
+    p = sub.add_parser("profile", help="fit a noise profile (var = a*x + b) from flat-field raws")
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def _add_dataset(sub: argparse._SubParsersAction) -> None:
+    from nnraw.dataset import add_arguments, run
+
+    p = sub.add_parser("dataset", help="build training data (clean linear camera RGB) from raws and photos")
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nnraw",
@@ -53,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_info(sub)
     _add_convert(sub)
+    _add_profile(sub)
+    _add_dataset(sub)
     _add_train(sub)
     return parser
 

@@ -25,16 +25,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from nnraw.noise import NoiseProfile, add_noise, noise_params, random_noise_params, sigma_map
 
@@ -171,3 +168,310 @@ def reference_patch_batch(batch: dict) -> dict:
         else:
             out[key] = v
     return out
+
+
+# ==================================================================================================
+# Building a dataset directory
+# ==================================================================================================
+RAW_EXTENSIONS = {".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".pef", ".orf",
+                  ".rw2", ".raf", ".srw", ".kdc", ".dcr", ".3fr", ".erf", ".mos", ".mrw", ".rwl", ".iiq"}
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
+FORMAT = "nnraw-clean-dataset"
+RAW_DOWNSCALE = 4
+
+
+def find_sources(sources: Iterable[Union[str, Path]]) -> list[Path]:
+    """Files under ``sources`` (files or folders, searched recursively) with a raw or image
+    extension, sorted by path so that builds are reproducible."""
+    found: list[Path] = []
+    for src in sources:
+        src = Path(src)
+        if src.is_dir():
+            found += [p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in RAW_EXTENSIONS | IMAGE_EXTENSIONS]
+        elif src.is_file():
+            if src.suffix.lower() not in RAW_EXTENSIONS | IMAGE_EXTENSIONS:
+                raise ValueError(f"nnraw dataset build: {src}: not a raw file or image (extension {src.suffix!r})")
+            found.append(src)
+        else:
+            raise FileNotFoundError(f"nnraw dataset build: {src}: no such file or folder")
+    return sorted(set(found), key=lambda p: str(p))
+
+
+def area_downscale(image: np.ndarray, factor: int) -> np.ndarray:
+    """Box-filter downscale of [H, W, C] by an integer factor (the edge remainder is cropped)."""
+    if factor == 1:
+        return image
+    h, w = (image.shape[0] // factor) * factor, (image.shape[1] // factor) * factor
+    x = image[:h, :w].astype(np.float64)
+    return x.reshape(h // factor, factor, w // factor, factor, -1).mean(axis=(1, 3))
+
+
+def clean_from_raw(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The reference method: half-resolution RGB (R, mean of the two G, B per 2x2 CFA block) of a
+    Bayer raw, normalised by black/white level, then area-downscaled by 4.
+
+    Returns:
+        (float64 [H, W, 3] linear camera RGB in [0, 1], wb float64 [3] as-shot gains with G = 1).
+    """
+    try:
+        from nnraw.raw import RawReadError, read_raw
+    except ImportError:
+        read_raw = None
+    if read_raw is not None:
+        try:
+            raw = read_raw(path)
+        except RawReadError as exc:
+            raise ValueError(f"nnraw dataset build: cannot read {path} as a raw file: {exc.reason}") from exc
+        data, pattern = raw.mosaic.astype(np.float64), raw.pattern
+        h, w = data.shape
+        black = np.tile(np.asarray(raw.black_levels, np.float64), (h // 2, w // 2))
+        norm = (data - black) / (float(raw.white_level) - black)
+        wb = np.asarray(raw.wb, np.float64)
+    else:
+        norm, pattern, wb = _normalised_mosaic_rawpy(path)
+    planes: dict[str, list[np.ndarray]] = {"R": [], "G": [], "B": []}
+    for k, colour in enumerate(pattern):
+        dy, dx = divmod(k, 2)
+        planes[colour].append(norm[dy::2, dx::2])
+    half = np.stack([planes["R"][0], (planes["G"][0] + planes["G"][1]) / 2, planes["B"][0]], -1)
+    if not (wb.shape == (3,) and np.all(np.isfinite(wb)) and np.all(wb > 0)):
+        wb = np.array([2.0, 1.0, 1.5])
+    wb = wb / wb[1]
+    return np.clip(area_downscale(half, RAW_DOWNSCALE), 0, 1), wb
+
+
+def _normalised_mosaic_rawpy(path: Path) -> tuple[np.ndarray, str, np.ndarray]:
+    """Fallback reader (rawpy directly, when nnraw.raw is not available): normalised mosaic with
+    even size, its pattern, and as-shot (else daylight) white balance."""
+    import rawpy
+
+    try:
+        with rawpy.imread(str(path)) as raw:
+            data = raw.raw_image_visible.astype(np.float64)
+            pat = raw.raw_pattern
+            desc = raw.color_desc.decode()
+            blacks = np.asarray(raw.black_level_per_channel, np.float64)
+            white = float(raw.white_level)
+            cam_wb = np.asarray(raw.camera_whitebalance[:3], np.float64)
+            day_wb = np.asarray(raw.daylight_whitebalance[:3], np.float64)
+    except rawpy.LibRawError as exc:
+        raise ValueError(f"nnraw dataset build: cannot read {path} as a raw file: {exc}") from exc
+    if pat is None or pat.shape != (2, 2) or sorted(desc[i] for i in pat.flatten()) != ["B", "G", "G", "R"]:
+        raise ValueError(f"nnraw dataset build: {path}: not a 2x2 Bayer RGB raw (pattern {pat}, colours {desc!r})")
+    h, w = (data.shape[0] // 2) * 2, (data.shape[1] // 2) * 2
+    black = np.zeros((2, 2))
+    for k, idx in enumerate(pat.flatten()):
+        black[k // 2, k % 2] = blacks[idx]
+    black_map = np.tile(black, (h // 2, w // 2))
+    norm = (data[:h, :w] - black_map) / (white - black_map)
+    pattern = "".join(desc[i] for i in pat.flatten())
+    wb = cam_wb if np.all(cam_wb > 0) else day_wb
+    return norm, pattern, wb
+
+
+def clean_from_srgb(path: Path, downscale: int, generator: torch.Generator) -> tuple[np.ndarray, dict]:
+    """sRGB photo -> area downscale by ``downscale`` (>= 2; removes JPEG blocking and demosaicing
+    traces) -> unprocess with a random camera model. Returns (float64 [H, W, 3], camera dict)."""
+    from PIL import Image
+
+    from nnraw.unprocess import unprocess
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB") if im.mode not in ("RGB", "I;16") else im
+            arr = np.asarray(im)
+    except OSError as exc:
+        raise ValueError(f"nnraw dataset build: cannot read {path} as an image: {exc}") from exc
+    scale = 65535.0 if arr.dtype == np.uint16 else 255.0
+    srgb = area_downscale(arr.astype(np.float64) / scale, downscale)
+    x = torch.from_numpy(srgb).permute(2, 0, 1)[None]
+    linear, params = unprocess(x, generator=generator)
+    camera = {"wb": params.wb[0].tolist(), "rgb2cam": params.rgb2cam[0].tolist(),
+              "rgb_gain": float(params.rgb_gain[0])}
+    return linear[0].permute(1, 2, 0).numpy(), camera
+
+
+def split_by_image(n: int, val_fraction: float, seed: int) -> list[str]:
+    """'train' / 'val' per image: a seeded permutation, the first round(n * fraction) are val
+    (at least one when n >= 2 and fraction > 0)."""
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"nnraw dataset build: --val-fraction must be in [0, 1), got {val_fraction}")
+    n_val = int(round(n * val_fraction))
+    if val_fraction > 0 and n >= 2:
+        n_val = max(n_val, 1)
+    order = np.random.default_rng(seed).permutation(n)
+    split = ["train"] * n
+    for i in order[:n_val]:
+        split[int(i)] = "val"
+    return split
+
+
+def _atomic_save(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def build_dataset(sources: Sequence[Union[str, Path]], out_dir: Union[str, Path], val_fraction: float = 0.1,
+                  crop: int = 128, seed: int = 0, downscale: int = 2, limit: int | None = None,
+                  progress: bool = False) -> dict:
+    """Build a clean-image dataset directory (see module docstring). Returns the metadata dict.
+
+    Images smaller than ``crop`` after downscaling are skipped (listed under "skipped").
+    """
+    out = Path(out_dir)
+    if crop < 4 or crop % 2:
+        raise ValueError(f"nnraw dataset build: --crop must be even and >= 4, got {crop}")
+    if downscale < 2:
+        raise ValueError(f"nnraw dataset build: --downscale must be >= 2 for sRGB photos (JPEG artefacts), got {downscale}")
+    if (out / "dataset.json").exists():
+        raise FileExistsError(f"nnraw dataset build: {out} already holds a dataset (dataset.json); choose a new folder")
+    files = find_sources(sources)
+    if limit is not None:
+        files = files[:limit]
+    if not files:
+        raise ValueError(f"nnraw dataset build: no raw files or images found in {', '.join(map(str, sources))}")
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    split = split_by_image(len(files), val_fraction, seed)
+    images, skipped = [], []
+    iterator = files
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(files, desc="nnraw dataset build", unit="image")
+    for k, path in enumerate(iterator):
+        gen = torch.Generator().manual_seed(int.from_bytes(hashlib.sha256(f"{seed}:{path.name}".encode()).digest()[:8], "little"))
+        if path.suffix.lower() in RAW_EXTENSIONS:
+            rgb, wb = clean_from_raw(path)
+            camera = {"wb": wb.tolist(), "rgb2cam": None, "rgb_gain": 1.0}
+            kind = "raw"
+        else:
+            rgb, camera = clean_from_srgb(path, downscale, gen)
+            kind = "srgb"
+        h, w = rgb.shape[:2]
+        if h < crop or w < crop:
+            skipped.append({"source": str(path), "reason": f"{w}x{h} after downscaling is smaller than the crop {crop}"})
+            continue
+        name = f"images/{len(images):05d}.npy"
+        data = np.round(np.clip(rgb, 0, 1) * 65535).astype(np.uint16)
+        _atomic_save(out / name, lambda tmp: np.save(open(tmp, "wb"), data))
+        images.append({"file": name, "source": str(path), "kind": kind, "width": w, "height": h,
+                       "split": split[k], **camera})
+    meta = {"format": FORMAT, "version": 1, "crop": crop, "seed": seed, "val_fraction": val_fraction,
+            "downscale_srgb": downscale, "downscale_raw": RAW_DOWNSCALE,
+            "encoding": "uint16 [H, W, 3], value / 65535 = linear camera RGB in [0, 1]",
+            "images": images, "skipped": skipped}
+    for part in ("train", "val"):
+        lines = "".join(f"{im['file']}\t{im['source']}\n" for im in images if im["split"] == part)
+        _atomic_save(out / f"{part}.txt", lambda tmp, s=lines: Path(tmp).write_text(s))
+    _atomic_save(out / "dataset.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1) + "\n"))
+    return meta
+
+
+# ==================================================================================================
+# Loading crops
+# ==================================================================================================
+class CleanCropDataset(torch.utils.data.Dataset):
+    """Clean crops of a built dataset directory.
+
+    ``split="train"``: per epoch, each image contributes ``(H // crop) * (W // crop)`` crops (at
+    least one) at random even offsets, with random flips and transposition (the 8 symmetries of
+    the square). The CFA is applied later, to the crop, by :func:`make_training_batch`, so these
+    augmentations never mix up colour phases; offsets stay even so crops keep the source's 2x2 grid.
+    ``split="val"``: a fixed grid of non-overlapping crops, no augmentation (reproducible).
+
+    Items: ``dict(clean=Tensor[3, crop, crop] float32 linear camera RGB in [0, 1], wb=Tensor[3],
+    image=int)``.
+    """
+
+    def __init__(self, root: Union[str, Path], split: str = "train", crop: int = 128, augment: bool | None = None):
+        self.root = Path(root)
+        meta_path = self.root / "dataset.json"
+        if not meta_path.exists():
+            raise FileNotFoundError(f"CleanCropDataset: {meta_path} not found (build it with `nnraw dataset build`)")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"CleanCropDataset: {meta_path} has format {meta.get('format')!r}, expected {FORMAT!r}")
+        if split not in ("train", "val"):
+            raise ValueError(f"CleanCropDataset: split must be 'train' or 'val', got {split!r}")
+        if crop < 4 or crop % 2:
+            raise ValueError(f"CleanCropDataset: crop must be even and >= 4, got {crop}")
+        self.split, self.crop = split, crop
+        self.augment = (split == "train") if augment is None else augment
+        self.images = [im for im in meta["images"] if im["split"] == split and im["height"] >= crop and im["width"] >= crop]
+        if not self.images:
+            raise ValueError(f"CleanCropDataset: no {split} images of at least {crop}x{crop} in {self.root}")
+        self._cache: dict[int, np.ndarray] = {}
+        if split == "val":
+            self.items = []
+            for i, im in enumerate(self.images):
+                ny, nx = im["height"] // crop, im["width"] // crop
+                oy = ((im["height"] - ny * crop) // 2) & ~1
+                ox = ((im["width"] - nx * crop) // 2) & ~1
+                self.items += [(i, oy + y * crop, ox + x * crop) for y in range(ny) for x in range(nx)]
+        else:
+            counts = [max(1, (im["height"] // crop) * (im["width"] // crop)) for im in self.images]
+            self.items = [(i, -1, -1) for i, c in enumerate(counts) for _ in range(c)]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _array(self, i: int) -> np.ndarray:
+        if i not in self._cache:
+            self._cache[i] = np.load(self.root / self.images[i]["file"], mmap_mode="r")
+        return self._cache[i]
+
+    def __getitem__(self, index: int) -> dict:
+        i, y, x = self.items[index]
+        im, c = self.images[i], self.crop
+        if y < 0:
+            y = 2 * int(torch.randint(0, (im["height"] - c) // 2 + 1, ()))
+            x = 2 * int(torch.randint(0, (im["width"] - c) // 2 + 1, ()))
+        patch = np.array(self._array(i)[y:y + c, x:x + c], dtype=np.float32) / 65535.0
+        clean = torch.from_numpy(patch).permute(2, 0, 1).contiguous()
+        if self.augment:
+            flips = torch.randint(0, 2, (3,)).tolist()
+            if flips[0]:
+                clean = clean.flip(-1)
+            if flips[1]:
+                clean = clean.flip(-2)
+            if flips[2]:
+                clean = clean.transpose(-1, -2)
+            clean = clean.contiguous()
+        return {"clean": clean, "wb": torch.tensor(im["wb"], dtype=torch.float32), "image": i}
+
+
+# ==================================================================================================
+# Command line: nnraw dataset build
+# ==================================================================================================
+def add_arguments(p) -> None:
+    sub = p.add_subparsers(dest="dataset_command", metavar="ACTION", required=True)
+    b = sub.add_parser("build", help="raw files and sRGB photos -> clean linear camera-RGB training images")
+    b.add_argument("sources", nargs="+", type=Path, metavar="SRC", help="raw files, images, or folders of them")
+    b.add_argument("-o", "--output", type=Path, required=True, help="new dataset folder")
+    b.add_argument("--val-fraction", type=float, default=0.1, help="fraction of IMAGES held out (default 0.1)")
+    b.add_argument("--crop", type=int, default=128, help="crop size; smaller images are skipped (default 128)")
+    b.add_argument("--seed", type=int, default=0, help="seed for the split and the unprocessing (default 0)")
+    b.add_argument("--downscale", type=int, default=2, help="area downscale of sRGB photos, >= 2 (default 2)")
+    b.add_argument("--limit", type=int, default=None, help="use only the first N sources (sorted by path)")
+
+
+def run(args) -> int:
+    import sys
+
+    try:
+        meta = build_dataset(args.sources, args.output, args.val_fraction, args.crop, args.seed,
+                             args.downscale, args.limit, progress=sys.stderr.isatty())
+    except (OSError, ValueError) as exc:
+        print(f"{exc}", file=sys.stderr)
+        return 1
+    n_train = sum(im["split"] == "train" for im in meta["images"])
+    n_val = len(meta["images"]) - n_train
+    print(f"{args.output}: {len(meta['images'])} images ({n_train} train, {n_val} val), "
+          f"{len(meta['skipped'])} skipped")
+    return 0

@@ -158,17 +158,29 @@ def apply_gains_exact(raw: torch.Tensor, gains: torch.Tensor, iterations: int = 
     bisection (the right-hand side decreases in t, so the root is unique), in float64.
     """
     y = raw.double()
-    inv = (1.0 / gains.double())[:, :, None, None]
-    lo = torch.minimum(y, y / inv).mean(1, keepdim=True)     # g' lies in [1/gains, 1]
-    hi = torch.maximum(y, y / inv).mean(1, keepdim=True)
-    for _ in range(iterations):
-        t = (lo + hi) / 2
-        m = _highlight_mask(t)
-        f = (y / (m + (1 - m) * inv)).mean(1, keepdim=True) - t
-        lo = torch.where(f > 0, t, lo)
-        hi = torch.where(f > 0, hi, t)
-    m = _highlight_mask((lo + hi) / 2)
-    return (y / (m + (1 - m) * inv)).to(raw.dtype)
+    n, c, h, w = y.shape
+    inv = (1.0 / gains.double())[:, :, None, None].expand(n, c, 1, 1)
+    out = y / inv                                            # below the highlight ramp: plain gains
+    # Only pixels whose gray level may reach the ramp (t > inflection) need solving.
+    hi = torch.maximum(y, out).mean(1)                       # [N, H, W]; g' lies in [1/gains, 1]
+    sel = hi > HIGHLIGHT_INFLECTION
+    if sel.any():
+        idx_n = sel.nonzero()[:, 0]
+        ys = y.permute(0, 2, 3, 1)[sel]                      # [K, 3]
+        invs = inv[idx_n, :, 0, 0]                           # [K, 3]
+        lo = torch.minimum(ys, ys / invs).mean(1)
+        up = torch.maximum(ys, ys / invs).mean(1)
+        for _ in range(iterations):
+            t = (lo + up) / 2
+            m = _highlight_mask(t)[:, None]
+            f = (ys / (m + (1 - m) * invs)).mean(1) - t
+            lo = torch.where(f > 0, t, lo)
+            up = torch.where(f > 0, up, t)
+        m = _highlight_mask((lo + up) / 2)[:, None]
+        solved = out.permute(0, 2, 3, 1).clone()
+        solved[sel] = ys / (m + (1 - m) * invs)
+        out = solved.permute(0, 3, 1, 2)
+    return out.to(raw.dtype).contiguous()
 
 
 # --- the pipelines -------------------------------------------------------------------------------
