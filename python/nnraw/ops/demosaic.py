@@ -13,6 +13,11 @@ Green at an R or B site (colour C, neighbours along x at +-1, +-2)::
 
 R and B by colour differences: at a G site from the two R (B) neighbours in its row or column;
 at a B (R) site from the four diagonal R (B) neighbours.
+
+The compiled op ``torch.ops.nnraw.edge_aware_demosaic`` (csrc/cpu/demosaic.cpp, csrc/cuda/demosaic.cu)
+has a fake kernel here, so it works under ``torch.compile(fullgraph=True)`` and ``torch.export``.
+It is a preprocessing step and is not differentiable (no autograd formula is registered; gradients
+do not flow back to the mosaic or the gains).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from nnraw.ops._library import use_compiled, warn_fallback
+from nnraw.ops._library import HAVE_COMPILED, use_compiled, warn_fallback
 
 BAYER_PATTERNS = ("RGGB", "BGGR", "GRBG", "GBRG")
 _OP = "nnraw.edge_aware_demosaic"
@@ -72,11 +77,15 @@ def edge_aware_demosaic_reference(mosaic: torch.Tensor, pattern: str, wb: torch.
     """
     check_demosaic_args(mosaic, pattern, wb)
     n, _, h, w = mosaic.shape
-    pad = 4
+    # Halo of 3 (green needs +-2 mosaic pixels, R/B need +-1 green); a reflect pad must be smaller
+    # than the side, so H = 4 allows at most 3. The rolls below wrap around, which spoils only the
+    # outer 2 pixels of the padded grid: never read for the cropped output.
+    pad = 3
     gains = wb.reshape(-1, 3, 1, 1).expand(n, 3, 1, 1)
-    m = F.pad(mosaic, (pad, pad, pad, pad), mode="reflect")[:, 0]        # [N, H+8, W+8]
-    masks = cfa_masks(pattern, h + 2 * pad, w + 2 * pad, mosaic.device, mosaic.dtype)
-    # Phase of the padded grid equals that of the image since pad is even.
+    m = F.pad(mosaic, (pad, pad, pad, pad), mode="reflect")[:, 0]        # [N, H+6, W+6]
+    # CFA masks of the padded grid: padded pixel p is image pixel p - 3, so cut them from a grid
+    # padded by 4 (even, same phase as the image) minus its outer pixel.
+    masks = cfa_masks(pattern, h + 8, w + 8, mosaic.device, mosaic.dtype)[:, 1:-1, 1:-1]
     gain_map = (masks[None] * gains).sum(1)
     m = m * gain_map
     is_r, is_g, is_b = masks[0].bool(), masks[1].bool(), masks[2].bool()
@@ -109,16 +118,31 @@ def edge_aware_demosaic_reference(mosaic: torch.Tensor, pattern: str, wb: torch.
     return rgb / gains
 
 
+if HAVE_COMPILED:
+
+    @torch.library.register_fake("nnraw::edge_aware_demosaic")
+    def _edge_aware_demosaic_fake(mosaic: torch.Tensor, pattern: str, wb: torch.Tensor) -> torch.Tensor:
+        # Same checks as the kernels; the kernels return a new contiguous [N, 3, H, W] tensor.
+        check_demosaic_args(mosaic, pattern, wb)
+        n, _, h, w = mosaic.shape
+        return mosaic.new_empty((n, 3, h, w))
+
+
 def edge_aware_demosaic(mosaic: torch.Tensor, pattern: str, wb: torch.Tensor) -> torch.Tensor:
     """Edge-aware pre-demosaic of a Bayer mosaic (see module docstring).
 
+    Runs the compiled kernel (CPU or CUDA) when the op library is built, else the pure-PyTorch
+    reference (with a warning). Not differentiable: a preprocessing step, no gradient flows back.
+
     Args:
-        mosaic: Tensor[N, 1, H, W] float32 (CPU/CUDA; float16/bfloat16 too on CUDA), H, W even.
-        pattern: "RGGB", "BGGR", "GRBG" or "GBRG".
-        wb: Tensor[3] or Tensor[N, 3] white-balance gains, same dtype and device as ``mosaic``.
+        mosaic: Tensor[N, 1, H, W] of any floating dtype (float16/bfloat16 are computed in float32),
+            H and W even and >= 4, any strides (the kernels read a contiguous copy).
+        pattern: "RGGB", "BGGR", "GRBG" or "GBRG": the colours of the top-left 2x2 block.
+        wb: Tensor[3] or Tensor[N, 3] white-balance gains (R, G, B), same dtype and device as
+            ``mosaic``; applied before interpolation, removed after.
 
     Returns:
-        Tensor[N, 3, H, W] camera RGB.
+        Tensor[N, 3, H, W] camera RGB (not white balanced), contiguous, ``mosaic``'s dtype.
     """
     check_demosaic_args(mosaic, pattern, wb)
     if use_compiled(mosaic):
