@@ -162,7 +162,8 @@ def validation_set(cfg: dict, model: nn.Module, seed: int, data_dir: str | None 
     """Fixed validation batches per noise level (held-out split, fixed crops, noise and patterns)."""
     src = BatchSource(cfg, model, "val", seed, data_dir, dataset_factory)
     n = min(int(cfg["validate"]["crops"]), len(src.dataset))
-    items = [src.dataset[i] for i in range(n)]
+    # Evenly spread over the split's crops (so over its images), the same every run.
+    items = [src.dataset[int(i)] for i in np.linspace(0, len(src.dataset) - 1, n).round()]
     clean = torch.stack([it["clean"] for it in items])
     wb = torch.stack([torch.as_tensor(it["wb"]) for it in items])
     out = {}
@@ -328,6 +329,19 @@ def init_distributed() -> tuple[int, int, torch.device]:
     return rank, world, device
 
 
+def initial_weights(source: str) -> dict:
+    """Start weights: a run's checkpoint.pt (path) or a shipped model's name (fine-tuning)."""
+    path = Path(source)
+    if path.suffix == ".pt" or path.is_dir():
+        path = path / "checkpoint.pt" if path.is_dir() else path
+        if not path.exists():
+            raise FileNotFoundError(f"nnraw train: model.init_from checkpoint {path} does not exist")
+        return torch.load(path, map_location="cpu", weights_only=True)["model"]
+    from nnraw.models import load_model
+
+    return load_model(source).state_dict()
+
+
 # --- the loop -------------------------------------------------------------------------------------
 def train(cfg: dict, run_dir: str | Path, *, steps: int | None = None, max_minutes: float | None = None,
           resume: bool = True, data_dir: str | None = None, log_every: int = 10, quiet: bool = False,
@@ -354,6 +368,8 @@ def train(cfg: dict, run_dir: str | Path, *, steps: int | None = None, max_minut
     seed = int(cfg["seed"])
     seed_everything(seed + rank)
     model = build_model(cfg["model"]).to(device)
+    if cfg["model"].get("init_from"):
+        model.load_state_dict(initial_weights(cfg["model"]["init_from"]))
     data = BatchSource(cfg, model, "train", seed * 1000 + rank, data_dir, dataset_factory)
     opt = torch.optim.Adam(model.parameters(), lr=cfg["optim"]["lr"], betas=tuple(cfg["optim"]["betas"]),
                            weight_decay=cfg["optim"]["weight_decay"])
@@ -506,3 +522,14 @@ def run(args: argparse.Namespace) -> int:
         torch.distributed.destroy_process_group()
     print(f"stopped at step {result['step']} after {result['seconds']:.0f} s of training") if rank == 0 else None
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m nnraw.train CONFIG ...`` (what ``nnraw train`` runs; handy under torchrun)."""
+    p = argparse.ArgumentParser(prog="nnraw train", description=__doc__.split("\n")[0])
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
