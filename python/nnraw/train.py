@@ -421,6 +421,8 @@ def train(cfg: dict, run_dir: str | Path, *, steps: int | None = None, max_minut
             torch.save(ck, tmp)
             tmp.replace(ckpt_path)
 
+    if main and step == 0:          # the starting point (the untrained model ~ its input)
+        _append_csv(run_dir / "val.csv", VAL_FIELDS, [{"step": 0, **r} for r in validate(model, val, cfg, device)])
     model.train()
     while step < last_step:
         batch = data.next()
