@@ -479,6 +479,7 @@ def export(cfg: dict, run_dir: str | Path, weights_dir: str | Path | None = None
 
     run_dir = Path(run_dir)
     ck = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
+    cfg = json.loads(ck["config"]) if "config" in ck else cfg     # the config the run last trained with
     model = build_model(cfg["model"])
     model.load_state_dict(ck["model"])
     last_val = []
