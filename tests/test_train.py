@@ -51,6 +51,7 @@ def tiny_config(arch: str = "half_res_residual", steps: int = 6) -> dict:
     else:
         cfg["model"] = {"architecture": "half_res_residual", "params": {"channels": 12, "depth": 3}}
         cfg["data"].update(crop=162, batch=2, noise="random", pattern="random")  # MS-SSIM needs > 160
+        cfg["loss"]["domain"] = "srgb"
     cfg["optim"]["lr"] = 3e-3
     cfg["schedule"].update(steps=steps, warmup=2)
     cfg["validate"].update(every=1000, crops=2, levels=["nvidia"])
@@ -106,6 +107,9 @@ def test_bad_config_is_named(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('name = "x"\n[loss]\nmode = "edges"\n')
     with pytest.raises(ValueError, match=r"bad.toml: loss.mode must be 'center' or 'whole', got 'edges'"):
+        T.load_config(bad)
+    bad.write_text('name = "x"\n[loss]\ndomain = "log"\n')
+    with pytest.raises(ValueError, match=r"loss.domain must be 'linear' or 'srgb', got 'log'"):
         T.load_config(bad)
     with pytest.raises(FileNotFoundError, match="config .*missing.toml does not exist"):
         T.load_config(tmp_path / "missing.toml")
