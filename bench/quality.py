@@ -146,7 +146,6 @@ def run_network(model, rgb: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
 
 def evaluate(data_dir: str, n_images: int, crop: int, levels: list[str], seed: int = 0,
              dataset_factory=None) -> tuple[dict, dict]:
-    from nnraw.dataset import make_training_batch  # noqa: F401  (import check)
     from nnraw.models import available_models, load_model
     from nnraw.noise import add_noise, sigma_map
     from nnraw.ops import edge_aware_demosaic
@@ -171,8 +170,9 @@ def evaluate(data_dir: str, n_images: int, crop: int, levels: list[str], seed: i
         scores.setdefault(method, {}).setdefault(level, []).append(value)
         seconds[method] = seconds.get(method, 0.0) + dt
 
-    for i in range(n):
-        item = ds[i]
+    picks = [int(k) for k in np.linspace(0, len(ds) - 1, n).round()]    # spread over the split's images
+    for i, k in enumerate(picks):
+        item = ds[k]
         clean, wb = item["clean"].float(), torch.as_tensor(item["wb"]).float()
         truth = srgb_render(clean, wb)
         masks = cfa_masks("RGGB", *clean.shape[-2:])
@@ -221,6 +221,36 @@ def markdown_table(means: dict, levels: list[str]) -> str:
     return "\n".join(rows)
 
 
+def speed(tile: int = 1024, tiles: int = 2, threads: int = 2) -> str:
+    """Network-only time of the default model and demosaicnet on ``tiles`` tiles of ``tile`` px,
+    side by side in one run, extrapolated to a 24 MP raw (6000 x 4000)."""
+    import demosaicnet
+
+    from nnraw.models import load_model
+
+    torch.set_num_threads(threads)
+    lines = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dnet = demosaicnet.BayerDemosaick(pretrained=True).eval()
+    model = load_model("default")
+    h = model.halo
+    x = torch.rand(1, 3, tile + 2 * h, tile + 2 * h)
+    m3 = torch.rand(1, 3, tile + 2 * 48, tile + 2 * 48)
+    results = {}
+    for name, fn in (("default", lambda: model(x, x * 0.05)), ("demosaicnet", lambda: dnet(m3))):
+        with torch.inference_mode():
+            fn()
+            t = time.perf_counter()
+            for _ in range(tiles):
+                fn()
+            dt = (time.perf_counter() - t) / (tiles * tile * tile / 1e6)
+        results[name] = dt
+        lines.append(f"{name}: {dt:.2f} s/MP -> {24 * dt:.1f} s for 24 MP")
+    lines.append(f"default / demosaicnet time ratio: {results['default'] / results['demosaicnet']:.3f}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None, dataset_factory=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", default="/work/cache/dataset", help="dataset folder (nnraw dataset build)")
@@ -228,8 +258,12 @@ def main(argv: list[str] | None = None, dataset_factory=None) -> int:
     p.add_argument("--crop", type=int, default=256, help="crop size (even)")
     p.add_argument("--levels", nargs="+", default=LEVELS)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--speed", action="store_true", help="only time default vs demosaicnet (24 MP extrapolated)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.speed:
+        print(speed(threads=args.threads))
+        return 0
     t = time.perf_counter()
     means, seconds = evaluate(args.data, args.images, args.crop, args.levels, dataset_factory=dataset_factory)
     print(f"PSNR (dB) in sRGB, {BORDER} px border cropped; {args.images} validation crops of {args.crop} px; "

@@ -36,6 +36,14 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from nnraw.train import add_arguments, run
+
+    p = sub.add_parser("train", help="train a network from a TOML config (see configs/); torchrun for DDP")
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
 def _add_profile(sub: argparse._SubParsersAction) -> None:
     from nnraw.profile import add_arguments, run
 
@@ -56,14 +64,6 @@ def _add_denoise_rgb(sub: argparse._SubParsersAction) -> None:
     from nnraw.denoise_rgb import add_arguments, run
 
     p = sub.add_parser("denoise-rgb", help="denoise an already-demosaiced RGB image (PNG/TIFF)")
-    add_arguments(p)
-    p.set_defaults(func=run)
-
-
-def _add_train(sub: argparse._SubParsersAction) -> None:
-    from nnraw.train import add_arguments, run
-
-    p = sub.add_parser("train", help="train a network from a TOML config (see configs/); torchrun for DDP")
     add_arguments(p)
     p.set_defaults(func=run)
 

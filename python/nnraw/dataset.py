@@ -213,6 +213,36 @@ def clean_from_raw(path: Path) -> tuple[np.ndarray, np.ndarray]:
     Returns:
         (float64 [H, W, 3] linear camera RGB in [0, 1], wb float64 [3] as-shot gains with G = 1).
     """
+    try:
+        from nnraw.raw import RawReadError, read_raw
+    except ImportError:
+        read_raw = None
+    if read_raw is not None:
+        try:
+            raw = read_raw(path)
+        except RawReadError as exc:
+            raise ValueError(f"nnraw dataset build: cannot read {path} as a raw file: {exc.reason}") from exc
+        data, pattern = raw.mosaic.astype(np.float64), raw.pattern
+        h, w = data.shape
+        black = np.tile(np.asarray(raw.black_levels, np.float64), (h // 2, w // 2))
+        norm = (data - black) / (float(raw.white_level) - black)
+        wb = np.asarray(raw.wb, np.float64)
+    else:
+        norm, pattern, wb = _normalised_mosaic_rawpy(path)
+    planes: dict[str, list[np.ndarray]] = {"R": [], "G": [], "B": []}
+    for k, colour in enumerate(pattern):
+        dy, dx = divmod(k, 2)
+        planes[colour].append(norm[dy::2, dx::2])
+    half = np.stack([planes["R"][0], (planes["G"][0] + planes["G"][1]) / 2, planes["B"][0]], -1)
+    if not (wb.shape == (3,) and np.all(np.isfinite(wb)) and np.all(wb > 0)):
+        wb = np.array([2.0, 1.0, 1.5])
+    wb = wb / wb[1]
+    return np.clip(area_downscale(half, RAW_DOWNSCALE), 0, 1), wb
+
+
+def _normalised_mosaic_rawpy(path: Path) -> tuple[np.ndarray, str, np.ndarray]:
+    """Fallback reader (rawpy directly, when nnraw.raw is not available): normalised mosaic with
+    even size, its pattern, and as-shot (else daylight) white balance."""
     import rawpy
 
     try:
@@ -229,15 +259,14 @@ def clean_from_raw(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if pat is None or pat.shape != (2, 2) or sorted(desc[i] for i in pat.flatten()) != ["B", "G", "G", "R"]:
         raise ValueError(f"nnraw dataset build: {path}: not a 2x2 Bayer RGB raw (pattern {pat}, colours {desc!r})")
     h, w = (data.shape[0] // 2) * 2, (data.shape[1] // 2) * 2
-    planes = {"R": [], "G": [], "B": []}
+    black = np.zeros((2, 2))
     for k, idx in enumerate(pat.flatten()):
-        dy, dx = divmod(k, 2)
-        plane = (data[dy:h:2, dx:w:2] - blacks[idx]) / (white - blacks[idx])
-        planes[desc[idx]].append(plane)
-    half = np.stack([planes["R"][0], (planes["G"][0] + planes["G"][1]) / 2, planes["B"][0]], -1)
-    wb = cam_wb if cam_wb[1] > 0 and np.all(cam_wb > 0) else day_wb
-    wb = wb / wb[1] if wb[1] > 0 and np.all(wb > 0) else np.array([2.0, 1.0, 1.5])
-    return np.clip(area_downscale(half, RAW_DOWNSCALE), 0, 1), wb
+        black[k // 2, k % 2] = blacks[idx]
+    black_map = np.tile(black, (h // 2, w // 2))
+    norm = (data[:h, :w] - black_map) / (white - black_map)
+    pattern = "".join(desc[i] for i in pat.flatten())
+    wb = cam_wb if np.all(cam_wb > 0) else day_wb
+    return norm, pattern, wb
 
 
 def clean_from_srgb(path: Path, downscale: int, generator: torch.Generator) -> tuple[np.ndarray, dict]:

@@ -317,6 +317,9 @@ def add_noise(clean: torch.Tensor, noise: NoiseSpec, generator: torch.Generator 
 
         if pattern not in BAYER_PATTERNS:
             raise ValueError(f"add_noise: a mosaic needs pattern in {BAYER_PATTERNS}, got {pattern!r}")
+    if generator is not None and generator.device.type != clean.device.type:
+        raise ValueError(f"add_noise: the generator is on {generator.device} but clean is on {clean.device}; "
+                         "pass torch.Generator(device=clean.device)")
     n = clean.shape[0]
     # Sample in float32 at least: float16 cannot hold Poisson counts of ~1e4.
     work = torch.float64 if clean.dtype == torch.float64 else torch.float32

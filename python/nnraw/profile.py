@@ -17,8 +17,8 @@ raw-domain variances. docs/NOISE.md gives the measurement; :data:`DARKTABLE_TO_R
 factor that converts darktable's green-channel ``a`` into the raw-domain ``a`` used here, and the
 importer also removes the white-balance gains that darktable's red and blue channels carry.
 
-Raw files are read with rawpy directly here (private :func:`_read_flat_mosaic`): nnraw.raw (the
-converter's reader, on another branch) was not merged when this was written.
+Raw files are read with the converter's ``nnraw.raw.read_raw`` when it is present, else with rawpy
+directly (:func:`_read_flat_mosaic_rawpy`; nnraw.raw was on another branch when this was written).
 """
 
 from __future__ import annotations
@@ -208,12 +208,33 @@ class FlatMosaic:
 
 
 def _read_flat_mosaic(path: Path) -> FlatMosaic:
-    """Read a Bayer raw with rawpy (private: nnraw.raw was not available on this branch)."""
-    import rawpy
+    """Read a Bayer raw and normalise it (unclipped) by its black and white levels.
 
+    Uses the converter's reader ``nnraw.raw.read_raw`` when it is installed (same CFA, black and
+    ISO handling as ``nnraw convert``), and rawpy directly otherwise.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"nnraw profile: {path}: no such file")
+    try:
+        from nnraw.raw import RawReadError, read_raw
+    except ImportError:
+        return _read_flat_mosaic_rawpy(path)
+    try:
+        raw = read_raw(path)
+    except RawReadError as exc:
+        raise ValueError(f"nnraw profile: cannot read {path} as a raw file: {exc.reason}") from exc
+    data = raw.mosaic.astype(np.float64)
+    h, w = data.shape
+    black_map = np.tile(np.asarray(raw.black_levels, np.float64), (h // 2, w // 2))
+    white = float(raw.white_level)
+    return FlatMosaic((data - black_map) / (white - black_map), raw.pattern, (data < white) & (data > 0), raw.iso)
+
+
+def _read_flat_mosaic_rawpy(path: Path) -> FlatMosaic:
+    """The fallback reader: rawpy directly (used when nnraw.raw is not available)."""
+    import rawpy
+
     try:
         with rawpy.imread(str(path)) as raw:
             data = raw.raw_image_visible.astype(np.float64)
@@ -226,19 +247,15 @@ def _read_flat_mosaic(path: Path) -> FlatMosaic:
             black = np.zeros((2, 2))
             for k in range(4):
                 black[k // 2, k % 2] = blacks[pat.flatten()[k]]
-            h, w = data.shape
-            black_map = np.tile(black, (h // 2 + 1, w // 2 + 1))[:h, :w]
             white = float(raw.white_level)
-            iso = None
     except rawpy.LibRawError as exc:
         raise ValueError(f"nnraw profile: cannot read {path} as a raw file: {exc}") from exc
-    if set(pattern) != {"R", "G", "B"} or pattern not in ("RGGB", "BGGR", "GRBG", "GBRG"):
+    if pattern not in ("RGGB", "BGGR", "GRBG", "GBRG"):
         raise ValueError(f"nnraw profile: {path}: unsupported CFA {pattern!r} (need a Bayer RGB pattern)")
-    valid = (data < white) & (data > 0)
-    mosaic = (data - black_map) / (white - black_map)
-    # Keep the 2x2 phase: crop to even size.
-    h2, w2 = (h // 2) * 2, (w // 2) * 2
-    return FlatMosaic(mosaic[:h2, :w2], pattern, valid[:h2, :w2], iso)
+    h, w = (data.shape[0] // 2) * 2, (data.shape[1] // 2) * 2     # keep the 2x2 phase
+    data = data[:h, :w]
+    black_map = np.tile(black, (h // 2, w // 2))
+    return FlatMosaic((data - black_map) / (white - black_map), pattern, (data < white) & (data > 0), None)
 
 
 def fit_profile(flat_field_raws: Sequence[Path], iso: float | None = None, block: int = 16,
@@ -270,6 +287,9 @@ def fit_profile(flat_field_raws: Sequence[Path], iso: float | None = None, block
         keep = stats.mean <= max_mean
         parts.append(BlockStatistics(stats.mean[keep], stats.variance[keep], stats.channel[keep], stats.count[keep]))
     stats = BlockStatistics.concatenate(parts)
+    if iso is None:
+        found = {f.iso for f in frames if f.iso}
+        iso = found.pop() if len(found) == 1 else None
     name = f"flat-field fit of {len(paths)} raws" + (f", ISO {iso:g}" if iso else "")
     return fit_block_statistics(stats, name)
 

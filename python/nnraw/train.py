@@ -45,7 +45,7 @@ DEFAULTS: dict = {
              "iso": 1600},
     "optim": {"lr": 1e-3, "betas": [0.9, 0.999], "weight_decay": 0.0, "grad_clip": 1.0},
     "schedule": {"steps": 1000, "warmup": 50, "final_lr_fraction": 0.02},
-    "loss": {"alpha": 0.84, "mode": "whole"},
+    "loss": {"alpha": 0.84, "mode": "whole", "domain": "linear"},
     "validate": {"every": 100, "crops": 16, "levels": ["iso1600"], "seed": 1234},
     "checkpoint": {"every": 100},
     "amp": True,
@@ -70,6 +70,9 @@ def load_config(path: str | Path) -> dict:
     mode = cfg["loss"]["mode"]
     if mode not in ("center", "whole"):
         raise ValueError(f"nnraw train: {path}: loss.mode must be 'center' or 'whole', got {mode!r}")
+    domain = cfg["loss"]["domain"]
+    if domain not in ("linear", "srgb"):
+        raise ValueError(f"nnraw train: {path}: loss.domain must be 'linear' or 'srgb', got {domain!r}")
     return cfg
 
 
@@ -86,6 +89,20 @@ def level_profile(level: str):
 
 
 # --- losses ---------------------------------------------------------------------------------------
+def to_loss_domain(x: torch.Tensor, wb: torch.Tensor, domain: str) -> torch.Tensor:
+    """The image domain the loss is computed in.
+
+    'linear': camera RGB as is (the seed system). 'srgb': white balanced (x wb), clipped to [0, 1]
+    and sRGB-encoded, so errors weigh as a photographer sees them (dark tones and the white-balance
+    gains of R and B count), as Brooks et al. 2019 train after their processing.
+    """
+    if domain == "linear":
+        return x
+    from nnraw.unprocess import linear_to_srgb
+
+    return linear_to_srgb((x * wb.reshape(-1, 3, 1, 1)).clamp(0, 1))
+
+
 def mixed_loss(pred: torch.Tensor, target: torch.Tensor, alpha: float, mode: str) -> torch.Tensor:
     """alpha (1 - MS-SSIM) + (1 - alpha) L1 through nnraw's compiled ops, as a scalar.
 
@@ -142,13 +159,14 @@ class BatchSource:
         sigma = sigma_map(b["predemosaic"], b["a"], b["b"])
         rgb, h = b["predemosaic"], self.halo
         if not self.center:
-            return {"rgb": rgb, "sigma": sigma, "target": b["clean"][..., h:-h, h:-h]}
+            return {"rgb": rgb, "sigma": sigma, "target": b["clean"][..., h:-h, h:-h], "wb": b["wb"]}
         from nnraw.dataset import REFERENCE_OFFSETS, REFERENCE_PATCH
 
         p = REFERENCE_PATCH
         cut = lambda t, m: torch.stack([t[:, :, y + h - m:y + h + p + m, x + h - m:x + h + p + m]
                                         for y, x in REFERENCE_OFFSETS], 1).flatten(0, 1)
-        return {"rgb": cut(rgb, h), "sigma": cut(sigma, h), "target": cut(b["clean"], 0)}
+        return {"rgb": cut(rgb, h), "sigma": cut(sigma, h), "target": cut(b["clean"], 0),
+                "wb": b["wb"].repeat_interleave(len(REFERENCE_OFFSETS), 0)}
 
     def next(self) -> dict:
         d = self.cfg["data"]
@@ -162,7 +180,8 @@ def validation_set(cfg: dict, model: nn.Module, seed: int, data_dir: str | None 
     """Fixed validation batches per noise level (held-out split, fixed crops, noise and patterns)."""
     src = BatchSource(cfg, model, "val", seed, data_dir, dataset_factory)
     n = min(int(cfg["validate"]["crops"]), len(src.dataset))
-    items = [src.dataset[i] for i in range(n)]
+    # Evenly spread over the split's crops (so over its images), the same every run.
+    items = [src.dataset[int(i)] for i in np.linspace(0, len(src.dataset) - 1, n).round()]
     clean = torch.stack([it["clean"] for it in items])
     wb = torch.stack([torch.as_tensor(it["wb"]) for it in items])
     out = {}
@@ -182,11 +201,13 @@ def validate(model: nn.Module, val: dict[str, dict], cfg: dict, device) -> list[
     model.eval()
     rows = []
     for level, b in val.items():
-        rgb, sigma, target = (b[k].to(device) for k in ("rgb", "sigma", "target"))
+        rgb, sigma, target, wb = (b[k].to(device) for k in ("rgb", "sigma", "target", "wb"))
         pred = torch.cat([model(rgb[i:i + 8], sigma[i:i + 8]) for i in range(0, len(rgb), 8)])
         h = model.halo
-        rows.append({"level": level,
-                     "loss": mixed_loss(pred, target, cfg["loss"]["alpha"], cfg["loss"]["mode"]).item(),
+        dom = cfg["loss"]["domain"]
+        loss = mixed_loss(to_loss_domain(pred, wb, dom), to_loss_domain(target, wb, dom),
+                          cfg["loss"]["alpha"], cfg["loss"]["mode"])
+        rows.append({"level": level, "loss": loss.item(),
                      "l1": F.l1_loss(pred, target).item(), "l2": F.mse_loss(pred, target).item(),
                      "psnr": psnr(pred, target), "psnr_input": psnr(rgb[..., h:-h, h:-h], target)})
     model.train()
@@ -328,6 +349,19 @@ def init_distributed() -> tuple[int, int, torch.device]:
     return rank, world, device
 
 
+def initial_weights(source: str) -> dict:
+    """Start weights: a run's checkpoint.pt (path) or a shipped model's name (fine-tuning)."""
+    path = Path(source)
+    if path.suffix == ".pt" or path.is_dir():
+        path = path / "checkpoint.pt" if path.is_dir() else path
+        if not path.exists():
+            raise FileNotFoundError(f"nnraw train: model.init_from checkpoint {path} does not exist")
+        return torch.load(path, map_location="cpu", weights_only=True)["model"]
+    from nnraw.models import load_model
+
+    return load_model(source).state_dict()
+
+
 # --- the loop -------------------------------------------------------------------------------------
 def train(cfg: dict, run_dir: str | Path, *, steps: int | None = None, max_minutes: float | None = None,
           resume: bool = True, data_dir: str | None = None, log_every: int = 10, quiet: bool = False,
@@ -354,6 +388,8 @@ def train(cfg: dict, run_dir: str | Path, *, steps: int | None = None, max_minut
     seed = int(cfg["seed"])
     seed_everything(seed + rank)
     model = build_model(cfg["model"]).to(device)
+    if cfg["model"].get("init_from"):
+        model.load_state_dict(initial_weights(cfg["model"]["init_from"]))
     data = BatchSource(cfg, model, "train", seed * 1000 + rank, data_dir, dataset_factory)
     opt = torch.optim.Adam(model.parameters(), lr=cfg["optim"]["lr"], betas=tuple(cfg["optim"]["betas"]),
                            weight_decay=cfg["optim"]["weight_decay"])
@@ -384,7 +420,7 @@ def train(cfg: dict, run_dir: str | Path, *, steps: int | None = None, max_minut
 
     val = validation_set(cfg, model, int(cfg["validate"]["seed"]), data_dir, dataset_factory) if main else None
     last_step = int(steps if steps is not None else cfg["schedule"]["steps"])
-    alpha, mode = float(cfg["loss"]["alpha"]), cfg["loss"]["mode"]
+    alpha, mode, domain = float(cfg["loss"]["alpha"]), cfg["loss"]["mode"], cfg["loss"]["domain"]
     val_every, ck_every = int(cfg["validate"]["every"]), int(cfg["checkpoint"]["every"])
     started = time.perf_counter()
     base_seconds = seconds
@@ -405,14 +441,16 @@ def train(cfg: dict, run_dir: str | Path, *, steps: int | None = None, max_minut
             torch.save(ck, tmp)
             tmp.replace(ckpt_path)
 
+    if main and step == 0:          # the starting point (the untrained model ~ its input)
+        _append_csv(run_dir / "val.csv", VAL_FIELDS, [{"step": 0, **r} for r in validate(model, val, cfg, device)])
     model.train()
     while step < last_step:
         batch = data.next()
-        rgb, sigma, target = (batch[k].to(device, non_blocking=True) for k in ("rgb", "sigma", "target"))
+        rgb, sigma, target, wb = (batch[k].to(device, non_blocking=True) for k in ("rgb", "sigma", "target", "wb"))
         with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
             pred = ddp(rgb, sigma)
         pred = pred.float()
-        loss = mixed_loss(pred, target, alpha, mode)
+        loss = mixed_loss(to_loss_domain(pred, wb, domain), to_loss_domain(target, wb, domain), alpha, mode)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if cfg["optim"]["grad_clip"]:
@@ -461,6 +499,7 @@ def export(cfg: dict, run_dir: str | Path, weights_dir: str | Path | None = None
 
     run_dir = Path(run_dir)
     ck = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
+    cfg = json.loads(ck["config"]) if "config" in ck else cfg     # the config the run last trained with
     model = build_model(cfg["model"])
     model.load_state_dict(ck["model"])
     last_val = []
@@ -506,3 +545,14 @@ def run(args: argparse.Namespace) -> int:
         torch.distributed.destroy_process_group()
     print(f"stopped at step {result['step']} after {result['seconds']:.0f} s of training") if rank == 0 else None
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m nnraw.train CONFIG ...`` (what ``nnraw train`` runs; handy under torchrun)."""
+    p = argparse.ArgumentParser(prog="nnraw train", description=__doc__.split("\n")[0])
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -76,6 +76,7 @@ def save_model(model: nn.Module, config: dict, name: str, weights_dir: Path | No
     w_tmp, cfg_tmp = w_path.with_suffix(".safetensors.tmp"), cfg_path.with_suffix(".json.tmp")
     save_file(state, str(w_tmp), metadata={"name": name, "architecture": config["architecture"]})
     cfg_tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    w_tmp.chmod(0o644)
     w_tmp.replace(w_path)
     cfg_tmp.replace(cfg_path)
     return w_path, cfg_path
