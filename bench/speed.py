@@ -12,17 +12,17 @@ does not count):
    tile, times the number of tiles) over the network stage's time, next to the machine's float32
    matmul FLOP/s measured here (torch.mm of 4096 x 4096 matrices);
 3. demosaicnet (Gharbi et al. 2016, pip `demosaicnet`, pretrained Bayer model, valid convolutions)
-   on the same image in its own 512-px tiles (with the 32-px halo it needs) and the time ratio.
+   on the same image in tiles of the same size (with the 32-px halo it needs) and the time ratio.
 
-When the `default` model is not available (nnraw.models or its weights missing), a stand-in with
-the reference system's architecture (9-5-5, 64 channels, random weights) runs instead and the
-report says so: the time is then that of the reference network, not of `default`.
+When the model's weights are not available, the same architecture (configs/<name>.toml) runs with
+untrained weights (same cost), or else the reference system's 9-5-5 shape; the report says which.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import resource
 import subprocess
@@ -70,6 +70,21 @@ class SeedArchitecture(nn.Module):
 
     def forward(self, rgb, sigma=None):
         return self.body(rgb - 0.5) + 0.5
+
+
+def stand_in(name: str, why: Exception) -> tuple[nn.Module, str]:
+    """Untrained network of ``name``'s architecture (configs/<name>.toml), else the seed's 9-5-5 shape."""
+    import tomllib
+
+    cfg = REPO / "configs" / f"{name}.toml"
+    try:
+        from nnraw.models import build_model
+
+        model = build_model(tomllib.loads(cfg.read_text())["model"]).eval()
+        return model, f"STAND-IN: {name!r} architecture from {cfg.name} with untrained weights (timing only); weights unavailable: {why}"
+    except Exception as exc:  # noqa: BLE001
+        return SeedArchitecture().eval(), (f"STAND-IN: seed architecture 9-5-5 (random weights); {name!r} "
+                                           f"unavailable: {why}; no config: {exc}")
 
 
 def conv_macs(model: nn.Module, example: tuple) -> int:
@@ -122,7 +137,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="4000x6000", help="H x W of the synthetic raw (default 24 MP: 4000x6000)")
     ap.add_argument("--model", default="default")
-    ap.add_argument("--tile", type=int, default=512)
+    ap.add_argument("--tile", type=int, default=1024)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     ap.add_argument("--skip-demosaicnet", action="store_true")
@@ -144,8 +159,7 @@ def main() -> int:
             model = resolve_model(args.model, dev, 800)
             model_label = args.model
         except Exception as exc:  # noqa: BLE001 - report and use the stand-in
-            model = SeedArchitecture().eval()
-            model_label = f"STAND-IN seed architecture 9-5-5 (random weights); {args.model!r} unavailable: {exc}"
+            model, model_label = stand_in(args.model, exc)
         stages: dict[str, float] = {}
 
         def stage(name, fn, *a, **k):
@@ -167,6 +181,7 @@ def main() -> int:
             prof, _ = choose_noise_profile(raw=raw, iso=800)
             sigma = lambda t: prof.sigma_map(t.clamp(0.0, 1.0))  # noqa: E731
         rgb = stage("network", run_tiled, model, plain, sigma, tile=args.tile, device=dev)
+        crop = plain[..., :2048, :2048].clone() if dev.type == "cuda" else None
         del plain
         embedded = stage("render", convert.render_preview, rgb, raw, orient=False, max_size=convert.PREVIEW_MAX_SIZE)
         stage("write_dng", convert.write_dng, dst, rgb, raw, embedded)
@@ -190,6 +205,16 @@ def main() -> int:
         "network_gmac": round(macs / 1e9, 1), "network_gflops": round(net_flops / 1e9, 1),
         "matmul_gflops": round(mm / 1e9, 1), "network_vs_matmul": round(net_flops / mm, 3),
     }
+    if crop is not None:  # reduced precision: PSNR against float32 on a 2048x2048 crop of the image
+        ref = run_tiled(model, crop, sigma, tile=args.tile, device=dev)
+        for precision in ("float16", "bfloat16"):
+            torch.cuda.synchronize()
+            t = time.perf_counter()
+            low = run_tiled(model, crop, sigma, tile=args.tile, device=dev, precision=precision)
+            torch.cuda.synchronize()
+            mse = float(((low - ref) ** 2).mean())
+            report[f"{precision}_psnr_vs_float32_db"] = round(10 * math.log10(1 / max(mse, 1e-20)), 2)
+            report[f"{precision}_crop_s"] = round(time.perf_counter() - t, 3)
     if not args.skip_demosaicnet:
         print("demosaicnet ...", flush=True)
         dn_s, dn_macs = time_demosaicnet(h, w, args.tile)

@@ -270,3 +270,42 @@ def test_noise_profile_choice_order(tmp_path):
     prof, origin = choose_noise_profile(raw=canon)
     assert origin.startswith("darktable profile Canon EOS 550D")
     assert prof.a != noise.reference_profile(800).a
+
+
+@pytest.mark.parametrize("config", [
+    {"architecture": "half_res_residual", "params": {"channels": 16, "depth": 4}},
+    {"architecture": "reference", "params": {}},
+])
+def test_shipped_architectures_tile_exactly(config):
+    """The real architectures of nnraw.models (random weights): tiled == whole, bit for bit."""
+    models = pytest.importorskip("nnraw.models", reason="nnraw.models (train branch) not in this build yet")
+    model = models.build_model(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0, 0.05)  # the default's last layer starts at zero: make the body matter
+    x = _image(h=150, w=206, seed=29)
+    sigma = torch.full_like(x, 0.03) if model.noise_conditioned else None
+    whole = forward_whole(model, x, sigma)
+    for tile in (40, 64, 100):
+        assert torch.equal(run_tiled(model, x, sigma, tile=tile, device="cpu"), whole), f"tile {tile}"
+
+
+def test_convert_runs_the_network_stage_end_to_end(tmp_path, monkeypatch):
+    """nnraw convert --model default through denoise_camera_rgb, with an untrained default saved to a
+    temporary weights folder: its last layer starts at zero, so it must return the pre-demosaic."""
+    models = pytest.importorskip("nnraw.models", reason="nnraw.models (train branch) not in this build yet")
+    convert = pytest.importorskip("nnraw.convert", reason="nnraw.convert not in this build yet")
+    from dng_fixtures import write_bayer_dng
+
+    config = {"architecture": "half_res_residual", "params": {"channels": 8, "depth": 3}}
+    monkeypatch.setattr(models, "WEIGHTS_DIR", tmp_path / "weights")
+    models.save_model(models.build_model(config), config, "default", dtype=torch.float32)
+    raw_file = write_bayer_dng(tmp_path / "in.dng", size=(64, 96), pattern="GRBG")
+    raw = convert.read(raw_file.path)
+    plain = convert.pre_demosaic(convert.normalise_mosaic(raw), raw.pattern, raw.wb)
+    out = convert.network(plain, raw, model="default", iso=800, device="cpu")
+    assert torch.equal(out, plain)
+    result = convert.convert_file(raw_file.path, tmp_path / "out.dng", model="default", iso=800, device="cpu")
+    assert result.ok, result.error
+    assert result.stages["network"] > 0

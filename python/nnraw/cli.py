@@ -41,6 +41,14 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from nnraw.train import add_arguments, run
+
+    p = sub.add_parser("train", help="train a network from a TOML config (see configs/); torchrun for DDP")
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
 def _add_profile(sub: argparse._SubParsersAction) -> None:
     from nnraw.profile import add_arguments, run
 
@@ -93,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_profile(sub)
     _add_dataset(sub)
     _add_denoise_rgb(sub)
+    _add_train(sub)
     _add_install_plugin(sub)
     _add_dng_to_tiff(sub)
     return parser

@@ -236,7 +236,7 @@ def iso_for_strength(strength: float, grey: float = 0.18) -> float:
 
 def denoise_rgb_array(rgb_linear: np.ndarray, *, iso: float | None = None, strength: float | None = None,
                       srgb: bool = False, model: str | torch.nn.Module = "default",
-                      device: str | None = None, tile: int = 512) -> np.ndarray:
+                      device: str | None = None, tile: int = 1024) -> np.ndarray:
     """Denoise linear RGB float32 [H, W, 3] -> float32 [H, W, 3] (see the module docstring for iso/strength)."""
     from nnraw.infer import resolve_model, run_tiled, _resolve_device
 
@@ -273,7 +273,7 @@ def denoise_rgb_array(rgb_linear: np.ndarray, *, iso: float | None = None, stren
 def denoise_rgb_file(src: str | Path, dst: str | Path, *, iso: float | None = None,
                      strength: float | None = None, linear: bool = False,
                      model: str | torch.nn.Module = "default", device: str | None = None,
-                     tile: int = 512) -> None:
+                     tile: int = 1024) -> None:
     """Read ``src``, denoise, write ``dst`` in the same sample format (atomically)."""
     src, dst = Path(src), Path(dst)
     if SUFFIXES.get(dst.suffix.lower()) is None:
@@ -303,7 +303,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="8/16-bit input is linear, not sRGB (float TIFFs are always linear)")
     p.add_argument("--model", default="default", help="network name (see `nnraw info`), default: default")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    p.add_argument("--tile", type=int, default=512, help="tile size in pixels (memory bound), default 512")
+    p.add_argument("--tile", type=int, default=1024, help="tile size in pixels (bounds memory), default 1024")
 
 
 def run(args: argparse.Namespace) -> int:

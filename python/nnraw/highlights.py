@@ -65,9 +65,12 @@ def recover_highlights(rgb: torch.Tensor, wb: torch.Tensor | tuple | list, *, cl
     step = max(1, rows_per_chunk)
     for y0 in range(0, rgb.shape[2], step):
         part = out[:, :, y0:y0 + step]
-        r = part[:, 0:1] * gains[:, 0:1]
         g = part[:, 1:2]                 # green gain is 1 after normalisation
+        green_clipped = g >= clipped
+        if not bool(green_clipped.any()):  # most rows of most photos: nothing to do
+            continue
+        r = part[:, 0:1] * gains[:, 0:1]
         b = part[:, 2:3] * gains[:, 2:3]
-        blown = (g >= clipped) & ((r > 1) | (b > 1))
+        blown = green_clipped & ((r > 1) | (b > 1))
         g.copy_(torch.where(blown, torch.maximum(g, (r + b) / 2), g))
     return out

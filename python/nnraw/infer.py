@@ -57,6 +57,11 @@ SigmaArg = Union[torch.Tensor, Callable[[torch.Tensor], torch.Tensor], None]
 function ``tile_rgb [B, 3, h, w] -> sigma [B, 3, h, w]`` evaluated on each padded tile (it must be
 pointwise, or at least local, so that tiling does not change it)."""
 
+DEFAULT_TILE = 1024
+"""Output tile side. 1024 rather than the reference's 512: the halo's share of the work drops from
+~10 % to ~5 % for the default model (halo 12) and 24 MP runs ~20 % faster on CPU; the default model's
+activations for one tile stay ~53 MB each (half resolution, 48 channels)."""
+
 PRECISIONS = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -105,8 +110,9 @@ def reflect_pad(x: torch.Tensor, halo: int) -> torch.Tensor:
     return F.pad(x, (halo, halo, halo, halo), mode="reflect")
 
 
-def _call_model(model: nn.Module, x: torch.Tensor, s: torch.Tensor | None) -> torch.Tensor:
-    conditioned = bool(getattr(model, "noise_conditioned", False))
+def _call_model(model: nn.Module, x: torch.Tensor, s: torch.Tensor | None, conditioned: bool | None = None) -> torch.Tensor:
+    if conditioned is None:
+        conditioned = bool(getattr(model, "noise_conditioned", False))
     return model(x, s if conditioned else None)
 
 
@@ -198,6 +204,13 @@ class TileGrid:
         ys, ye, xs, xe = y0 - h, y0 + self.th + h, x0 - h, x0 + self.tw + h
         if ys >= 0 and xs >= 0 and ye <= self.height and xe <= self.width:
             return img[:, :, ys:ye, xs:xe]
+        # Border tile: the part inside the image, mirrored at the image's own edges. F.pad(reflect)
+        # is exact here (the part's edges that get padded are the image's edges) and fast.
+        r0, r1, c0, c1 = max(ys, 0), min(ye, self.height), max(xs, 0), min(xe, self.width)
+        pads = (c0 - xs, xe - c1, r0 - ys, ye - r1)
+        if pads[0] < c1 - c0 and pads[1] < c1 - c0 and pads[2] < r1 - r0 and pads[3] < r1 - r0:
+            return F.pad(img[:, :, r0:r1, c0:c1], pads, mode="reflect")
+        # Tiles reaching further than one mirror image (tiny images): gather by mirrored indices.
         rows = reflect_indices(ys, ye, self.height)
         cols = reflect_indices(xs, xe, self.width)
         r0, r1, c0, c1 = int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
@@ -239,7 +252,7 @@ def run_tiled(
     rgb: torch.Tensor,
     sigma: SigmaArg = None,
     *,
-    tile: int = 512,
+    tile: int = DEFAULT_TILE,
     batch: int | None = None,
     device: str | torch.device | None = None,
     out: torch.Tensor | None = None,
@@ -258,7 +271,7 @@ def run_tiled(
         rgb: Tensor[N, 3, H, W] float32 (CPU or CUDA); H, W > halo. Never copied as a whole.
         sigma: see :data:`SigmaArg`.
         tile: largest output tile side (even; the grid is balanced so all tiles have the same size).
-        batch: tiles per forward pass (default 1 on CPU, 8 on CUDA).
+        batch: tiles per forward pass (default 1 on CPU, 4 on CUDA).
         device: "cpu", "cuda[:k]", or None/"auto" (CUDA when available).
         out: optional preallocated Tensor[N, 3, H, W] float32 on ``rgb``'s device to write into.
         precision: "float32", or on CUDA "float16"/"bfloat16" (autocast; output stays float32).
@@ -279,7 +292,7 @@ def run_tiled(
     if PRECISIONS[precision] is not None and dev.type != "cuda":
         raise ValueError(f"{_OP}: precision {precision!r} is only offered on CUDA; on {dev} use float32")
     if batch is None:
-        batch = 8 if dev.type == "cuda" else 1
+        batch = 4 if dev.type == "cuda" else 1
     if batch < 1:
         raise ValueError(f"{_OP}: batch must be >= 1, got {batch}")
     n, _, height, width = rgb.shape
@@ -370,7 +383,7 @@ def _run_simple(runner, model, rgb, sigma, out, grid, batches, dev, amp, fmt, pr
         else:
             s = _sigma_for(sigma, x, fmt)
         with _autocast(dev, amp):
-            o = _call_model(runner, x, s)
+            o = _call_model(runner, x, s, bool(getattr(model, "noise_conditioned", False)))
         _check_output(o, len(run_jobs), grid, model)
         o = o.float().to(out.device)
         for k, (i, y, xx) in enumerate(jobs):
@@ -433,7 +446,7 @@ def _run_cuda_pipelined(runner, model, rgb, sigma, out, grid, batches, bmax, dev
         x = sl["in_dev"][:b]
         s = sl["sig_dev"][:b] if tensor_sigma else _sigma_for(sigma, x, fmt)
         with _autocast(dev, amp):
-            o = _call_model(runner, x, s)
+            o = _call_model(runner, x, s, bool(getattr(model, "noise_conditioned", False)))
         _check_output(o, b, grid, model)
         o = o.float().contiguous()
         sl["computed"].record(compute)
@@ -546,7 +559,7 @@ def denoise_camera_rgb(
     device: str | torch.device | None = None,
     profile: "str | Path | NoiseProfile | None" = None,
     sigma: float | None = None,
-    tile: int = 512,
+    tile: int = DEFAULT_TILE,
     batch: int | None = None,
     precision: str = "float32",
     compile: bool = False,

@@ -1,0 +1,82 @@
+"""nnraw's networks and their shipped weights.
+
+    load_model(name, device="cpu") -> nn.Module   eval mode, weights from nnraw/weights/<name>.*
+    available_models() -> list[str]               names of the shipped weight files
+    build_model(config) -> nn.Module              an untrained network from a config dict
+
+Every model has ``halo`` (even; forward shrinks H and W by 2*halo, valid convolutions only) and
+``noise_conditioned``; ``forward(rgb [N,3,H+2h,W+2h], sigma [N,3,H+2h,W+2h] | None) -> [N,3,H,W]``.
+rgb is pre-demosaiced camera RGB in [0, 1] (not white balanced), sigma the per-pixel noise std.
+
+Weights are safetensors (no pickle) beside a JSON config: {"architecture": ..., "params": {...}, ...}.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from nnraw.models.half_res_residual import HalfResResidualDenoiser
+from nnraw.models.reference import ReferenceDenoiser
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+DEFAULT_MODEL = "default"
+ARCHITECTURES: dict[str, type[nn.Module]] = {
+    "reference": ReferenceDenoiser,
+    "half_res_residual": HalfResResidualDenoiser,
+}
+
+__all__ = ["ARCHITECTURES", "DEFAULT_MODEL", "WEIGHTS_DIR", "HalfResResidualDenoiser", "ReferenceDenoiser",
+           "available_models", "build_model", "load_model", "save_model"]
+
+
+def build_model(config: dict) -> nn.Module:
+    """An untrained network from {"architecture": name, "params": {...}}."""
+    arch = config.get("architecture")
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"nnraw.models.build_model: architecture must be one of {sorted(ARCHITECTURES)}, "
+                         f"got {arch!r}")
+    return ARCHITECTURES[arch](**config.get("params", {}))
+
+
+def available_models(weights_dir: Path | None = None) -> list[str]:
+    """Names with both <name>.safetensors and <name>.json in the weights folder, sorted."""
+    d = Path(weights_dir) if weights_dir else WEIGHTS_DIR
+    return sorted(p.stem for p in d.glob("*.safetensors") if p.with_suffix(".json").exists())
+
+
+def load_model(name: str, device: str | torch.device = "cpu", weights_dir: Path | None = None) -> nn.Module:
+    """The shipped network ``name`` in eval mode on ``device`` (float32)."""
+    from safetensors.torch import load_file
+
+    d = Path(weights_dir) if weights_dir else WEIGHTS_DIR
+    cfg_path, w_path = d / f"{name}.json", d / f"{name}.safetensors"
+    if not cfg_path.exists() or not w_path.exists():
+        raise FileNotFoundError(f"nnraw.models.load_model: no model {name!r} in {d} "
+                                f"(expected {w_path.name} and {cfg_path.name}); available: {available_models(d)}")
+    config = json.loads(cfg_path.read_text())
+    model = build_model(config)
+    state = {k: v.float() for k, v in load_file(str(w_path)).items()}
+    model.load_state_dict(state, strict=True)
+    return model.to(device).eval()
+
+
+def save_model(model: nn.Module, config: dict, name: str, weights_dir: Path | None = None,
+               dtype: torch.dtype = torch.float16) -> tuple[Path, Path]:
+    """Write <name>.safetensors (``dtype`` storage) and <name>.json; temp names renamed at the end."""
+    from safetensors.torch import save_file
+
+    d = Path(weights_dir) if weights_dir else WEIGHTS_DIR
+    d.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
+    w_path, cfg_path = d / f"{name}.safetensors", d / f"{name}.json"
+    w_tmp, cfg_tmp = w_path.with_suffix(".safetensors.tmp"), cfg_path.with_suffix(".json.tmp")
+    save_file(state, str(w_tmp), metadata={"name": name, "architecture": config["architecture"]})
+    cfg_tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    w_tmp.chmod(0o644)
+    w_tmp.replace(w_path)
+    cfg_tmp.replace(cfg_path)
+    return w_path, cfg_path
