@@ -104,18 +104,10 @@ def _read_array(path: Path) -> np.ndarray:
                 if page.planarconfig == tifffile.PLANARCONFIG.SEPARATE and arr.ndim == 3:
                     arr = np.moveaxis(arr, 0, -1)
             return arr
-        if _png_bit_depth(path) == 16:
-            try:
-                import cv2
-            except ImportError as exc:
-                raise DenoiseRGBError(f"{_CMD}: {path}: 16-bit PNG needs opencv-python-headless "
-                                      f"(pip install opencv-python-headless): {exc}") from exc
-            arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-            if arr is None:
-                raise DenoiseRGBError(f"{_CMD}: {path}: OpenCV could not decode this PNG")
-            if arr.ndim == 3 and arr.shape[2] >= 3:
-                arr = arr[..., [2, 1, 0, *range(3, arr.shape[2])]]  # BGR(A) -> RGB(A)
-            return arr
+        if _png_bit_depth(path) == 16:  # Pillow reads 16-bit RGB PNGs as 8-bit; imagecodecs does not
+            import imagecodecs
+
+            return imagecodecs.png_decode(path.read_bytes())
         from PIL import Image
 
         with Image.open(path) as im:
@@ -167,11 +159,9 @@ def _write_array(path: Path, arr: np.ndarray, *, alpha: bool) -> None:
                          extrasamples=["unassalpha"] if alpha else None)
         return
     if arr.dtype == np.uint16:
-        import cv2
+        import imagecodecs
 
-        out = arr if arr.ndim == 2 else arr[..., [2, 1, 0, *range(3, arr.shape[2])]]
-        if not cv2.imwrite(str(path), np.ascontiguousarray(out)):
-            raise DenoiseRGBError(f"{_CMD}: {path}: OpenCV could not write the PNG")
+        path.write_bytes(imagecodecs.png_encode(np.ascontiguousarray(arr)))
         return
     from PIL import Image
 
