@@ -6,6 +6,7 @@ The networks here are small stand-ins defined in this file that follow the model
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -262,8 +263,20 @@ def test_noise_profile_choice_order(tmp_path):
     given.save(path)
     prof, origin = choose_noise_profile(profile=path, raw=unknown)
     assert prof.a == given.a and prof.b == given.b and str(path) in origin
-    with pytest.raises(ValueError, match="Nobody Camera 1 metadata has ISO None.*pass --iso N"):
-        choose_noise_profile(raw=SimpleNamespace(make="Nobody", model="Camera 1", iso=None, wb=None))
+    # No ISO in the metadata: the noise is measured on the flat parts of the image itself ...
+    rng = np.random.default_rng(3)
+    flat = np.kron(rng.uniform(0.05, 0.8, (6, 6)), np.ones((64, 64)))
+    noisy = np.clip(rng.poisson(flat / 1e-3) * 1e-3, 0, 1)
+    no_iso = SimpleNamespace(make="Nobody", model="Camera 1", iso=None, wb=None, pattern="RGGB",
+                             mosaic=np.round(noisy * 65535).astype(np.uint16),
+                             black_levels=np.zeros(4), white_level=65535)
+    prof, origin = choose_noise_profile(raw=no_iso)
+    assert origin.startswith("estimated from the image") and prof.a[1] == pytest.approx(1e-3, rel=0.15)
+    # ... and where it has none, the user is told what to pass.
+    yy, xx = np.mgrid[:256, :256]
+    no_iso.mosaic = np.round((0.5 + 0.3 * np.sin(xx / 1.3) * np.sin(yy / 3.1)) * 65535).astype(np.uint16)
+    with pytest.raises(ValueError, match="Nobody Camera 1 metadata has ISO None.*flat blocks.*pass --iso N"):
+        choose_noise_profile(raw=no_iso)
     if _darktable_table() is None:
         pytest.skip("darktable's noiseprofiles.json is not installed (apt install darktable)")
     canon = SimpleNamespace(make="Canon", model="EOS 550D", iso=800, wb=[2.0, 1.0, 1.5])

@@ -512,9 +512,19 @@ def choose_noise_profile(*, profile: "str | Path | NoiseProfile | None" = None, 
         return NoiseProfile.load(profile), f"profile file {profile}"
     iso = iso or (getattr(raw, "iso", None) if raw is not None else None)
     if not iso or iso <= 0:
-        where = f" ({getattr(raw, 'make', '')} {getattr(raw, 'model', '')} metadata has ISO {getattr(raw, 'iso', None)})" \
-            if raw is not None else ""
-        raise ValueError(f"{_OP}: the ISO is unknown{where}: pass --iso N or --profile FILE")
+        if raw is None:
+            raise ValueError(f"{_OP}: the ISO is unknown: pass --iso N or --profile FILE")
+        # No ISO in the metadata: measure the noise on the flat parts of the photo itself.
+        from nnraw.profile import estimate_scene_profile
+        from nnraw.raw import normalise
+
+        try:
+            found = estimate_scene_profile(normalise(raw)[0, 0].numpy(), raw.pattern)
+        except ValueError as exc:
+            raise ValueError(f"{_OP}: the ISO is unknown ({getattr(raw, 'make', '')} {getattr(raw, 'model', '')} "
+                             f"metadata has ISO {getattr(raw, 'iso', None)}) and {exc}: pass --iso N or "
+                             "--profile FILE") from exc
+        return found, f"estimated from the image (no ISO in the metadata): a={found.a[1]:.3g}, b={found.b[1]:.3g}"
     if raw is not None and getattr(raw, "make", None) and getattr(raw, "model", None):
         table = _darktable_table()
         if table is not None:

@@ -196,6 +196,36 @@ def fit_block_statistics(stats: BlockStatistics, name: str = "") -> NoiseProfile
     return NoiseProfile(tuple(a), tuple(b), name)
 
 
+def estimate_scene_profile(mosaic: np.ndarray, pattern: str, *, name: str = "", max_side: int = 2048,
+                           block: int = 8, max_mean: float = 0.9) -> NoiseProfile:
+    """Blind noise estimate from the photo itself, for raws whose ISO is unknown.
+
+    Takes the flat blocks of the normalised mosaic (``scene_block_statistics``: blocks where
+    horizontal, vertical and plane-residual noise estimates agree), from a centre crop of at most
+    ``max_side`` pixels, and fits one ``var = a x + b`` over all channels together (in the raw domain
+    the Poisson gain is the same for R, G and B: docs/NOISE.md). Blocks brighter than ``max_mean``
+    are left out (clipping lowers their variance).
+
+    Raises:
+        ValueError: too few flat blocks, or not at two brightness levels.
+    """
+    m = np.asarray(mosaic, np.float64)
+    h, w = m.shape
+    top = max(0, (h - max_side) // 4 * 2)
+    left = max(0, (w - max_side) // 4 * 2)            # even offsets keep the CFA phase
+    m = m[top:top + max_side, left:left + max_side]
+    stats = scene_block_statistics(m, pattern, block=block)
+    keep = stats.mean < max_mean
+    if keep.sum() < 16:
+        raise ValueError(f"estimate_scene_profile: only {int(keep.sum())} flat blocks found; "
+                         "cannot estimate the noise from this image")
+    a, b = fit_noise_model(stats.mean[keep], stats.variance[keep], stats.count[keep])
+    if a <= 0 and b <= 0:
+        raise ValueError("estimate_scene_profile: the fitted noise variance is not positive")
+    b = max(b, 0.0)
+    return NoiseProfile((a, a, a), (b, b, b), name or "estimated from the image")
+
+
 # ==================================================================================================
 # Raw files
 # ==================================================================================================
