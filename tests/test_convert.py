@@ -27,7 +27,15 @@ EXIF_TO_LIBRAW_FLIP = {1: 0, 3: 3, 6: 6, 8: 5}
 
 
 def convert(*argv: str) -> int:
-    return main(["convert", *map(str, argv)])
+    """`nnraw convert ...`; without --model, the pre-demosaic alone (these tests compare pixels with it).
+
+    The shipped network (the real default) runs in the convert_file(...) calls below and in
+    test_default_model_converts.
+    """
+    args = [*map(str, argv)]
+    if "--model" not in args:
+        args += ["--model", "none"]
+    return main(["convert", *args])
 
 
 def stored_image(path: Path) -> np.ndarray:
@@ -315,3 +323,15 @@ def test_dual_illuminant_tags_reach_the_dng(tmp_path):
     np.testing.assert_allclose([float(v) for v in tags["IFD0:ForwardMatrix1"].split()], fm1.reshape(-1))
     assert "IFD0:ForwardMatrix2" in tags and tags["IFD0:BaselineExposure"] == -0.5
     assert exiftool_warnings(out) == []
+
+
+def test_default_model_converts(tmp_path):
+    """Out of the box (no --model) convert runs the shipped network: a valid DNG, not the pre-demosaic."""
+    src = write_bayer_dng(tmp_path / "a.dng").path
+    plain, net = tmp_path / "plain.dng", tmp_path / "net.dng"
+    assert main(["convert", str(src), "-o", str(plain), "--model", "none", "--iso", "1600"]) == 0
+    assert main(["convert", str(src), "-o", str(net), "--iso", "1600"]) == 0
+    assert exiftool_warnings(net) == []
+    a, b = stored_image(plain).astype(np.int32), stored_image(net).astype(np.int32)
+    assert a.shape == b.shape and not np.array_equal(a, b)
+    assert np.abs(a - b).mean() < 0.05 * 65535   # a denoiser, not a different picture

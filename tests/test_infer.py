@@ -272,11 +272,12 @@ def test_noise_profile_choice_order(tmp_path):
                              black_levels=np.zeros(4), white_level=65535)
     prof, origin = choose_noise_profile(raw=no_iso)
     assert origin.startswith("estimated from the image") and prof.a[1] == pytest.approx(1e-3, rel=0.15)
-    # ... and where it has none, the user is told what to pass.
+    # ... and where it has none, the gentlest table entry is used and the user is told what to pass.
     yy, xx = np.mgrid[:256, :256]
     no_iso.mosaic = np.round((0.5 + 0.3 * np.sin(xx / 1.3) * np.sin(yy / 3.1)) * 65535).astype(np.uint16)
-    with pytest.raises(ValueError, match="Nobody Camera 1 metadata has ISO None.*flat blocks.*pass --iso N"):
-        choose_noise_profile(raw=no_iso)
+    with pytest.warns(RuntimeWarning, match="Nobody Camera 1 metadata has ISO None.*flat blocks.*pass --iso N"):
+        prof, origin = choose_noise_profile(raw=no_iso)
+    assert prof == noise.reference_profile(100) and origin.startswith("assumed ISO 100")
     if _darktable_table() is None:
         pytest.skip("darktable's noiseprofiles.json is not installed (apt install darktable)")
     canon = SimpleNamespace(make="Canon", model="EOS 550D", iso=800, wb=[2.0, 1.0, 1.5])

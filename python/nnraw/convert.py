@@ -193,7 +193,7 @@ def convert_file(
     input: str | Path,  # noqa: A002 - the name the CLI and the docs use
     output: str | Path | None = None,
     *,
-    model: str = "none",
+    model: str = "default",
     iso: float | None = None,
     device: str = "auto",
     overwrite: bool = False,
@@ -316,8 +316,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--out-dir", metavar="DIR", help="folder for the outputs (default: beside each input)")
     parser.add_argument("-r", "--recursive", action="store_true", help="also look in sub-folders of folder inputs")
     parser.add_argument("--iso", type=float, metavar="N", help="ISO for the network (default: from the raw)")
-    parser.add_argument("--model", default="none", metavar="NAME|none",
-                        help='network to run; "none" writes the edge-aware pre-demosaic alone (default: none)')
+    parser.add_argument("--model", default="default", metavar="NAME|none",
+                        help='network to run (see `nnraw info`); "none" writes the edge-aware pre-demosaic '
+                             'alone (default: default, the shipped noise-conditioned network)')
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to compute (default: auto)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--preview", metavar="OUT.png", help="also write an sRGB PNG of the result (one input only)")

@@ -38,6 +38,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -521,9 +522,11 @@ def choose_noise_profile(*, profile: "str | Path | NoiseProfile | None" = None, 
         try:
             found = estimate_scene_profile(normalise(raw)[0, 0].numpy(), raw.pattern)
         except ValueError as exc:
-            raise ValueError(f"{_OP}: the ISO is unknown ({getattr(raw, 'make', '')} {getattr(raw, 'model', '')} "
-                             f"metadata has ISO {getattr(raw, 'iso', None)}) and {exc}: pass --iso N or "
-                             "--profile FILE") from exc
+            # Nothing flat to measure on: denoise gently (the lowest ISO of the table) and say so.
+            warnings.warn(f"{_OP}: the ISO is unknown ({getattr(raw, 'make', '')} {getattr(raw, 'model', '')} "
+                          f"metadata has ISO {getattr(raw, 'iso', None)}) and {exc}; assuming ISO 100 — "
+                          "pass --iso N or --profile FILE", RuntimeWarning, stacklevel=2)
+            return reference_profile(100), "assumed ISO 100 (no ISO in the metadata, no flat areas to measure)"
         return found, f"estimated from the image (no ISO in the metadata): a={found.a[1]:.3g}, b={found.b[1]:.3g}"
     if raw is not None and getattr(raw, "make", None) and getattr(raw, "model", None):
         table = _darktable_table()
