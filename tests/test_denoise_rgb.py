@@ -68,7 +68,8 @@ def test_float_tiff_linear_matches_network(tmp_path):
     src, dst = tmp_path / "in.tif", tmp_path / "out.tif"
     img = _rand((70, 90, 3), 1)
     tifffile.imwrite(src, img, photometric="rgb")
-    denoise_rgb_file(src, dst, strength=0.03, linear=True, model=model, device="cpu", tile=32)
+    denoise_rgb_file(src, dst, strength=0.03, linear=True, model=model, device="cpu", tile=32,
+                     resample_bayer=False)
     out = tifffile.imread(dst)
     assert out.dtype == np.float32 and out.shape == img.shape
     x = torch.from_numpy(img.transpose(2, 0, 1).copy())[None]
@@ -77,11 +78,13 @@ def test_float_tiff_linear_matches_network(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif", "out.tif"]  # no temp file left
 
 
-def test_linear_strength_is_the_constant_noise_map(tmp_path):
+@pytest.mark.parametrize("resample", [False, True])
+def test_linear_strength_is_the_constant_noise_map(tmp_path, resample):
+    """The network sees std S/gain per channel (camera units when resampled); back in the file's units: S."""
     src, dst = tmp_path / "in.tif", tmp_path / "out.tif"
     tifffile.imwrite(src, _rand((20, 24, 3), 2), photometric="rgb")
-    denoise_rgb_file(src, dst, strength=0.05, linear=True, model=SigmaEcho(), device="cpu")
-    np.testing.assert_array_equal(tifffile.imread(dst), np.float32(0.05))
+    denoise_rgb_file(src, dst, strength=0.05, linear=True, model=SigmaEcho(), device="cpu", resample_bayer=resample)
+    np.testing.assert_allclose(tifffile.imread(dst), np.float32(0.05), rtol=1e-6)
 
 
 def test_srgb_strength_is_carried_through_the_decoding_slope(tmp_path):
@@ -94,7 +97,8 @@ def test_srgb_strength_is_carried_through_the_decoding_slope(tmp_path):
     want = 0.01 * srgb_decoding_slope(lin)
     from nnraw.denoise_rgb import denoise_rgb_array
 
-    got = denoise_rgb_array(lin.numpy(), strength=0.01, srgb=True, model=SigmaEcho(), device="cpu")
+    got = denoise_rgb_array(lin.numpy(), strength=0.01, srgb=True, model=SigmaEcho(), device="cpu",
+                            resample_bayer=False)
     np.testing.assert_allclose(got, want.numpy(), rtol=1e-6, atol=0)
 
 
@@ -127,7 +131,7 @@ def test_identity_round_trip_keeps_format_depth_alpha(tmp_path, fmt, dtype, chan
     else:
         photometric = "rgb" if channels >= 3 else "minisblack"
         tifffile.imwrite(src, arr, photometric=photometric, extrasamples=["unassalpha"] if channels in (2, 4) else None)
-    denoise_rgb_file(src, dst, strength=0.0, model=CentreCrop(), device="cpu")
+    denoise_rgb_file(src, dst, strength=0.0, model=CentreCrop(), device="cpu", resample_bayer=False)
     back = read_rgb(dst)
     again = read_rgb(src)
     assert back.dtype == again.dtype and back.grey == again.grey
@@ -194,16 +198,45 @@ def test_gimp_call_with_the_default_model(tmp_path):
     assert not np.array_equal(out, noisy)  # the network ran
 
 
-@pytest.mark.xfail(strict=False, reason="the shipped default (450-step fallback weights, trained on raw "
-                   "pre-demosaic noise) does not yet reduce i.i.d. RGB noise: mean |error| 0.0244 vs 0.0241 "
-                   "for the noisy input at std 0.03 (measured 2026-11-23)")
-def test_default_model_reduces_rgb_noise(tmp_path):
+def test_default_model_reduces_rgb_noise():
+    """The shipped default on i.i.d. RGB noise (std 0.03 on a ramp), through the four Bayer samplings;
+    fed the RGB directly, the raw-trained network removes far less (printed for the record)."""
     _default_model_or_skip()
     from nnraw.denoise_rgb import denoise_rgb_array
 
     clean, noisy = _noisy_ramp()
+    err_in = np.abs(noisy - clean)[8:-8, 8:-8].mean()
     out = denoise_rgb_array(noisy, strength=0.03, model="default", device="cpu")
-    assert np.abs(out - clean).mean() < np.abs(noisy - clean).mean()
+    direct = denoise_rgb_array(noisy, strength=0.03, model="default", device="cpu", resample_bayer=False)
+    err_out = np.abs(out - clean)[8:-8, 8:-8].mean()
+    err_direct = np.abs(direct - clean)[8:-8, 8:-8].mean()
+    print(f"mean |error|: noisy {err_in:.4f}, Bayer-resampled {err_out:.4f}, RGB fed directly {err_direct:.4f}")
+    assert err_out < 0.5 * err_in
+    np.testing.assert_allclose(out.mean(axis=(0, 1)), clean.mean(axis=(0, 1)), atol=0.005)  # no colour cast
+
+
+def test_bayer_resampling_is_the_mean_of_four_pre_demosaics():
+    """With the identity 'network', the output is the mean over the four CFA phases of the pre-demosaic
+    of the image divided by CAMERA_WB, times CAMERA_WB (odd size: mirrored to even, cropped back)."""
+    from nnraw.dataset import mosaic
+    from nnraw.denoise_rgb import CAMERA_WB, denoise_rgb_array
+    from nnraw.ops import edge_aware_demosaic
+
+    img = _rand((23, 30, 3), 8)
+    got = denoise_rgb_array(img, strength=0.0, model=CentreCrop(), device="cpu")
+    x = torch.from_numpy(img.transpose(2, 0, 1).copy())[None]
+    cam = torch.nn.functional.pad(x / CAMERA_WB[:, None, None], (0, 0, 0, 1), mode="reflect")
+    pres = [edge_aware_demosaic(mosaic(cam, p), p, CAMERA_WB) for p in ("RGGB", "BGGR", "GRBG", "GBRG")]
+    want = (sum(pres) * CAMERA_WB[:, None, None] / 4)[0, :, :23].numpy().transpose(1, 2, 0)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    # a smooth image (linear ramps per channel) comes back as it was away from the mirrored borders:
+    # the pre-demosaic is exact on linear ramps
+    yy, xx = np.mgrid[0:24, 0:32].astype(np.float32)
+    ramp = np.stack([0.1 + 0.01 * xx, 0.2 + 0.005 * yy, 0.3 + 0.004 * (xx + yy)], -1)
+    back = denoise_rgb_array(ramp, strength=0.0, model=CentreCrop(), device="cpu")
+    np.testing.assert_allclose(back[4:-4, 4:-4], ramp[4:-4, 4:-4], atol=2e-6)
+    with pytest.raises(DenoiseRGBError, match="the image of 3x8 is too small"):
+        denoise_rgb_array(np.zeros((3, 8, 3), np.float32), strength=0.0, model=CentreCrop(), device="cpu")
 
 
 def test_gimp_call_path_with_an_untrained_default(tmp_path, monkeypatch):
@@ -219,4 +252,9 @@ def test_gimp_call_path_with_an_untrained_default(tmp_path, monkeypatch):
     assert main(["denoise-rgb", str(src), str(dst), "--linear", "--strength", "0.02", "--device", "cpu"]) == 0
     out = tifffile.imread(dst)
     assert out.dtype == np.float32 and out.shape == img.shape
-    np.testing.assert_array_equal(out, img)
+    from nnraw.denoise_rgb import denoise_rgb_array
+
+    # the untrained default is the identity on its input: the same as the identity crop through the
+    # same four Bayer samplings
+    want = denoise_rgb_array(img, strength=0.02, model=CentreCrop(), device="cpu")
+    np.testing.assert_allclose(out, want, rtol=1e-6, atol=1e-7)

@@ -9,7 +9,18 @@ Formats (the output keeps the input's sample format and bit depth; its container
 * Grey images are denoised as R = G = B and written back as grey (mean of the three outputs);
   an alpha channel is passed through untouched. Metadata and ICC profiles are not copied.
 
-The network was trained on pre-demosaiced camera RGB, so the linear RGB is fed to it as camera RGB.
+How the network sees an RGB image (``resample_bayer=True``, what the command does): the network was
+trained on one thing only, the edge-aware pre-demosaic of a noisy Bayer mosaic in camera RGB. An
+already-demosaiced image is therefore brought into exactly that form, four times: divided by typical
+camera white-balance gains (:data:`CAMERA_WB`, the middle of the training data's range, so neutral
+greys look like they do in camera RGB), Bayer-sampled with each of the four CFA phases (RGGB, BGGR,
+GRBG, GBRG), pre-demosaiced with those gains and run through the network; the four results are
+averaged and the gains multiplied back. Together the four mosaics hold every sample of the image (R
+and B once, G twice), so no pixel's data is dropped, and the noise each network pass sees is i.i.d.
+per sample with a known std, as in a raw file. Fed the RGB image directly (``resample_bayer=False``),
+a network trained on raw data removes almost none of the i.i.d. noise of every channel at every pixel:
+that noise is not what it learnt. The price is four network passes, and at very low strengths a
+clean image comes back slightly softened in fine colour detail (docs/INFERENCE.md has the figures).
 
 Noise level (one of them for noise-conditioned models):
 
@@ -226,8 +237,10 @@ def iso_for_strength(strength: float, grey: float = 0.18) -> float:
 
 def denoise_rgb_array(rgb_linear: np.ndarray, *, iso: float | None = None, strength: float | None = None,
                       srgb: bool = False, model: str | torch.nn.Module = "default",
-                      device: str | None = None, tile: int = 1024) -> np.ndarray:
-    """Denoise linear RGB float32 [H, W, 3] -> float32 [H, W, 3] (see the module docstring for iso/strength)."""
+                      device: str | None = None, tile: int = 1024, resample_bayer: bool = True) -> np.ndarray:
+    """Denoise linear RGB float32 [H, W, 3] -> float32 [H, W, 3] (see the module docstring for iso/strength,
+    and for ``resample_bayer``: True feeds the network the pre-demosaics of the image's four Bayer
+    samplings, as it was trained; False feeds it the image itself)."""
     from nnraw.infer import resolve_model, run_tiled, _resolve_device
 
     if iso is not None and strength is not None:
@@ -237,6 +250,8 @@ def denoise_rgb_array(rgb_linear: np.ndarray, *, iso: float | None = None, stren
     if iso is not None and not (math.isfinite(iso) and iso > 0):
         raise DenoiseRGBError(f"{_CMD}: --iso must be > 0, got {iso}")
     x = torch.from_numpy(np.ascontiguousarray(rgb_linear.transpose(2, 0, 1)))[None]
+    if resample_bayer and min(x.shape[-2:]) < 4:
+        raise DenoiseRGBError(f"{_CMD}: the image of {x.shape[-2]}x{x.shape[-1]} is too small (at least 4x4)")
     dev = _resolve_device(device, x)
     if isinstance(model, str) and model == "reference" and iso is None:
         if strength is None:
@@ -245,25 +260,62 @@ def denoise_rgb_array(rgb_linear: np.ndarray, *, iso: float | None = None, stren
     net = resolve_model(model, dev, iso)
     sigma = None
     if getattr(net, "noise_conditioned", False):
+        # The map is evaluated on the network's input tiles, in the image's own (balanced) units: with
+        # resampling the tiles are divided by CAMERA_WB, so values and std are taken back first.
+        wb = CAMERA_WB if resample_bayer else torch.ones(3)
+        gains = lambda t: wb.to(t.device, t.dtype).reshape(1, 3, 1, 1)  # noqa: E731
         if strength is not None:
             s = float(strength)
-            sigma = (lambda t: s * srgb_decoding_slope(t)) if srgb else (lambda t: torch.full_like(t, s))
+            if srgb:
+                sigma = lambda t: s * srgb_decoding_slope(t * gains(t)) / gains(t)  # noqa: E731
+            else:
+                sigma = lambda t: torch.full_like(t, s) / gains(t)  # noqa: E731
         elif iso is not None:
             from nnraw.noise import reference_profile
 
             prof = reference_profile(iso)
-            sigma = lambda t: prof.sigma_map(t.clamp(0.0, 1.0))  # noqa: E731
+            sigma = lambda t: prof.sigma_map((t * gains(t)).clamp(0.0, 1.0)) / gains(t)  # noqa: E731
         else:
             raise DenoiseRGBError(f"{_CMD}: the model is noise-conditioned: pass --strength S (noise std in "
                                   "[0, 1]) or --iso N")
-    out = run_tiled(net, x, sigma, tile=tile, device=dev)
-    return out[0].numpy().transpose(1, 2, 0)
+    if not resample_bayer:
+        out = run_tiled(net, x, sigma, tile=tile, device=dev)
+        return out[0].numpy().transpose(1, 2, 0)
+    return _denoise_bayer_resampled(net, x, sigma, tile, dev)[0].numpy().transpose(1, 2, 0)
+
+
+#: Typical as-shot white-balance gains (R, G, B) of camera RGB: the middle of the training data's range
+#: (Brooks et al. 2019: red U(1.9, 2.4), blue U(1.5, 1.9); see nnraw.unprocess).
+CAMERA_WB = torch.tensor([2.15, 1.0, 1.7])
+
+
+def _denoise_bayer_resampled(net: torch.nn.Module, x: torch.Tensor, sigma, tile: int,
+                             dev: torch.device) -> torch.Tensor:
+    """Tensor[1, 3, H, W] balanced linear RGB -> the mean of the network's results on the pre-demosaics
+    of its four Bayer samplings (see the module docstring). Odd sizes are mirrored to even and cropped."""
+    from nnraw.dataset import BAYER_PATTERNS, mosaic
+    from nnraw.infer import run_tiled
+    from nnraw.ops import edge_aware_demosaic
+
+    h, w = x.shape[-2:]
+    pad_h, pad_w = h % 2, w % 2
+    cam = x / CAMERA_WB.reshape(1, 3, 1, 1)
+    if pad_h or pad_w:
+        cam = torch.nn.functional.pad(cam, (0, pad_w, 0, pad_h), mode="reflect")
+    total = torch.zeros_like(cam)
+    out = torch.empty_like(cam)
+    for pattern in BAYER_PATTERNS:
+        pre = edge_aware_demosaic(mosaic(cam, pattern), pattern, CAMERA_WB)
+        total += run_tiled(net, pre, sigma, tile=tile, device=dev, out=out)
+        del pre
+    total *= CAMERA_WB.reshape(1, 3, 1, 1) / len(BAYER_PATTERNS)
+    return total[..., :h, :w]
 
 
 def denoise_rgb_file(src: str | Path, dst: str | Path, *, iso: float | None = None,
                      strength: float | None = None, linear: bool = False,
                      model: str | torch.nn.Module = "default", device: str | None = None,
-                     tile: int = 1024) -> None:
+                     tile: int = 1024, resample_bayer: bool = True) -> None:
     """Read ``src``, denoise, write ``dst`` in the same sample format (atomically)."""
     src, dst = Path(src), Path(dst)
     if SUFFIXES.get(dst.suffix.lower()) is None:
@@ -274,7 +326,8 @@ def denoise_rgb_file(src: str | Path, dst: str | Path, *, iso: float | None = No
         raise DenoiseRGBError(f"{_CMD}: {dst}: the folder {dst.parent} does not exist")
     img = read_rgb(src, linear=linear)
     lin = srgb_to_linear(torch.from_numpy(img.rgb)).numpy() if img.srgb else img.rgb
-    out = denoise_rgb_array(lin, iso=iso, strength=strength, srgb=img.srgb, model=model, device=device, tile=tile)
+    out = denoise_rgb_array(lin, iso=iso, strength=strength, srgb=img.srgb, model=model, device=device, tile=tile,
+                            resample_bayer=resample_bayer)
     write_rgb(dst, img, out)
 
 
