@@ -146,3 +146,24 @@ def test_ddp_two_cpu_processes_stay_in_sync(tmp_path):
     ck = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert ck["world"] == 2 and len(ck["rng"]) == 2 and ck["step"] == 3
     assert not torch.equal(ck["rng"][0]["generator"], ck["rng"][1]["generator"])   # ranks draw different data
+
+
+def test_srgb_loss_curve_is_the_srgb_curve_inside_and_never_flat_outside():
+    """loss.domain 'srgb': the sRGB curve on [0, 1], its tangents outside, so shadows below 0 and
+    highlights above white still get a gradient (a clamp would leave them stuck there)."""
+    from nnraw.unprocess import linear_to_srgb
+
+    inside = torch.linspace(0, 1, 10001, dtype=torch.float64)
+    torch.testing.assert_close(T.srgb_curve_extended(inside), linear_to_srgb(inside), rtol=0, atol=1e-12)
+    x = torch.tensor([-0.2, -1e-3, 1.0 + 1e-3, 1.5, 3.0], dtype=torch.float64, requires_grad=True)
+    y = T.srgb_curve_extended(x)
+    (grad,) = torch.autograd.grad(y.sum(), x)
+    torch.testing.assert_close(grad, torch.tensor([12.92, 12.92] + [1.055 / 2.4] * 3, dtype=torch.float64))
+    torch.testing.assert_close(y[0], torch.tensor(-0.2 * 12.92, dtype=torch.float64))
+    torch.testing.assert_close(y[3], torch.tensor(1 + 0.5 * 1.055 / 2.4, dtype=torch.float64))
+    # continuous at the knee (whose slopes differ by 1.7 % in the standard itself) and, with its slope, at white
+    for at, slope_tol in ((0.0031308, 0.02), (1.0, 1e-3)):
+        a = torch.tensor([at - 1e-7, at + 1e-7], dtype=torch.float64, requires_grad=True)
+        v = T.srgb_curve_extended(a)
+        (g,) = torch.autograd.grad(v.sum(), a)
+        assert abs(v[1] - v[0]).item() < 1e-5 and abs(g[1] - g[0]).item() < slope_tol * g[0].item()

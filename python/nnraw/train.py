@@ -15,7 +15,8 @@ optimiser, scheduler, AMP scaler and every RNG state, including the data generat
 multi-GPU/CPU data parallel through ``torchrun`` (DDP; NCCL on CUDA, gloo on CPU).
 
 Outputs in the run folder: ``train.csv`` (step, lr, loss, l1, l2, seconds), ``val.csv`` (step,
-level, loss, l1, l2, psnr, psnr_input), ``curves.png``, ``checkpoint.pt`` (torch.load with
+level, loss, l1, l2, psnr, psnr_input, psnr_srgb, psnr_srgb_input: linear camera RGB and
+the sRGB rendering bench/quality.py scores), ``curves.png``, ``checkpoint.pt`` (torch.load with
 weights_only=True), and with ``--export`` the shipped weights in ``nnraw/weights``.
 """
 
@@ -89,18 +90,31 @@ def level_profile(level: str):
 
 
 # --- losses ---------------------------------------------------------------------------------------
+def srgb_curve_extended(x: torch.Tensor) -> torch.Tensor:
+    """The sRGB transfer curve, continued by its tangent lines below 0 (slope 12.92) and above 1
+    (slope 1.055 / 2.4): equal to it on [0, 1], continuous with a continuous slope, never flat.
+
+    A clamp to [0, 1] before the curve (as a renderer does) has no gradient outside that range: a
+    prediction that once falls below 0 or above white is then never pulled back. Trained that way, the
+    network drifted to large errors in shadows and highlights that the clamped loss could not see
+    (linear-domain PSNR at the NVIDIA level fell from 31.5 dB to 26.9 dB in 600 steps while the
+    clamped loss improved), hence this extension.
+    """
+    knee = 0.0031308
+    inside = 1.055 * x.clamp(knee, 1.0) ** (1 / 2.4) - 0.055
+    return torch.where(x <= knee, 12.92 * x, torch.where(x <= 1.0, inside, 1.0 + (1.055 / 2.4) * (x - 1.0)))
+
+
 def to_loss_domain(x: torch.Tensor, wb: torch.Tensor, domain: str) -> torch.Tensor:
     """The image domain the loss is computed in.
 
-    'linear': camera RGB as is (the seed system). 'srgb': white balanced (x wb), clipped to [0, 1]
-    and sRGB-encoded, so errors weigh as a photographer sees them (dark tones and the white-balance
-    gains of R and B count), as Brooks et al. 2019 train after their processing.
+    'linear': camera RGB as is (the seed system). 'srgb': white balanced (x wb) and sRGB-encoded
+    (:func:`srgb_curve_extended`, unclipped), so errors weigh as a photographer sees them (dark tones
+    and the white-balance gains of R and B count), as Brooks et al. 2019 train after their processing.
     """
     if domain == "linear":
         return x
-    from nnraw.unprocess import linear_to_srgb
-
-    return linear_to_srgb((x * wb.reshape(-1, 3, 1, 1)).clamp(0, 1))
+    return srgb_curve_extended(x * wb.reshape(-1, 3, 1, 1))
 
 
 def mixed_loss(pred: torch.Tensor, target: torch.Tensor, alpha: float, mode: str) -> torch.Tensor:
@@ -196,6 +210,14 @@ def psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
     return 10 * math.log10(1.0 / max(mse, 1e-12))
 
 
+def psnr_srgb(pred: torch.Tensor, target: torch.Tensor, wb: torch.Tensor) -> float:
+    """PSNR after the rendering bench/quality.py scores: x wb, clipped to [0, 1], sRGB curve."""
+    from nnraw.unprocess import linear_to_srgb
+
+    g = wb.reshape(-1, 3, 1, 1)
+    return psnr(linear_to_srgb((pred.float() * g).clamp(0, 1)), linear_to_srgb((target.float() * g).clamp(0, 1)))
+
+
 @torch.no_grad()
 def validate(model: nn.Module, val: dict[str, dict], cfg: dict, device) -> list[dict]:
     model.eval()
@@ -209,7 +231,9 @@ def validate(model: nn.Module, val: dict[str, dict], cfg: dict, device) -> list[
                           cfg["loss"]["alpha"], cfg["loss"]["mode"])
         rows.append({"level": level, "loss": loss.item(),
                      "l1": F.l1_loss(pred, target).item(), "l2": F.mse_loss(pred, target).item(),
-                     "psnr": psnr(pred, target), "psnr_input": psnr(rgb[..., h:-h, h:-h], target)})
+                     "psnr": psnr(pred, target), "psnr_input": psnr(rgb[..., h:-h, h:-h], target),
+                     "psnr_srgb": psnr_srgb(pred, target, wb),
+                     "psnr_srgb_input": psnr_srgb(rgb[..., h:-h, h:-h], target, wb)})
     model.train()
     return rows
 
@@ -264,7 +288,7 @@ def seed_everything(seed: int) -> None:
 
 # --- logs and plots -------------------------------------------------------------------------------
 TRAIN_FIELDS = ["step", "lr", "loss", "l1", "l2", "seconds"]
-VAL_FIELDS = ["step", "level", "loss", "l1", "l2", "psnr", "psnr_input"]
+VAL_FIELDS = ["step", "level", "loss", "l1", "l2", "psnr", "psnr_input", "psnr_srgb", "psnr_srgb_input"]
 
 
 def _append_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
@@ -475,7 +499,8 @@ def train(cfg: dict, run_dir: str | Path, *, steps: int | None = None, max_minut
             val_rows = [{"step": step, **r} for r in validate(model, val, cfg, device)]
             _append_csv(run_dir / "val.csv", VAL_FIELDS, val_rows)
             if not quiet:
-                print("step %d  %s" % (step, "  ".join(f"{r['level']}: {r['psnr']:.2f} dB (input {r['psnr_input']:.2f})"
+                print("step %d  %s" % (step, "  ".join(f"{r['level']}: {r['psnr_srgb']:.2f} dB sRGB (input "
+                                                       f"{r['psnr_srgb_input']:.2f}), {r['psnr']:.2f} linear"
                                                        for r in val_rows)), flush=True)
         if main and (step % log_every == 0 or boundary):
             _append_csv(run_dir / "train.csv", TRAIN_FIELDS, buffer)
@@ -506,7 +531,8 @@ def export(cfg: dict, run_dir: str | Path, weights_dir: str | Path | None = None
     if (run_dir / "val.csv").exists():
         with (run_dir / "val.csv").open(newline="") as f:
             rows = list(csv.DictReader(f))
-        last_val = [{k: (r[k] if k == "level" else float(r[k])) for k in ("level", "psnr", "psnr_input")}
+        keys = [k for k in ("level", "psnr", "psnr_input", "psnr_srgb", "psnr_srgb_input") if rows and k in rows[0]]
+        last_val = [{k: (r[k] if k == "level" else float(r[k])) for k in keys}
                     for r in rows if int(r["step"]) == int(ck["step"])]
     config = {"architecture": cfg["model"]["architecture"], "params": cfg["model"].get("params", {}),
               "halo": model.halo, "noise_conditioned": model.noise_conditioned,
