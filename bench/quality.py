@@ -209,6 +209,7 @@ def evaluate(data_dir: str, n_images: int, crop: int, levels: list[str], seed: i
                 add("default", level, psnr(srgb_render(out, wb), truth), time.perf_counter() - t)
         print(f"image {i + 1}/{n} done", file=sys.stderr, flush=True)
     means = {m: {lv: float(np.mean(v)) for lv, v in d.items()} for m, d in scores.items()}
+    seconds["crops"] = n
     return means, seconds
 
 
@@ -266,7 +267,9 @@ def main(argv: list[str] | None = None, dataset_factory=None) -> int:
         return 0
     t = time.perf_counter()
     means, seconds = evaluate(args.data, args.images, args.crop, args.levels, dataset_factory=dataset_factory)
-    print(f"PSNR (dB) in sRGB, {BORDER} px border cropped; {args.images} validation crops of {args.crop} px; "
+    n = seconds.pop("crops")
+    print(f"PSNR (dB) in sRGB, {BORDER} px border cropped; {n} validation crops of {args.crop} px "
+          f"(of {args.images} asked for); "
           f"{time.strftime('%Y-%m-%d', time.gmtime())}; {time.perf_counter() - t:.0f} s\n")
     print(markdown_table(means, args.levels))
     print("\nseconds per method (all crops and levels): " +
