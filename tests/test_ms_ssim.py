@@ -177,6 +177,10 @@ def test_ms_ssim_l1_loss_definition(dev):
     got = mss.ms_ssim_l1_loss(x, y)
     torch.testing.assert_close(got, expected, atol=1e-12, rtol=0)
     assert got.dim() == 0
+    per_sample = mss.ms_ssim_l1_loss(x, y, reduction="none")
+    torch.testing.assert_close(per_sample, 0.84 * (1 - ms) + 0.16 * l1, atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match="reduction must be 'mean' or 'none', got 'sum'"):
+        mss.ms_ssim_l1_loss(x, y, reduction="sum")
     assert mss.ms_ssim_l1_loss(x, x).abs().item() < 1e-12
     xr = x.clone().requires_grad_()
     mss.ms_ssim_l1_loss(xr, y, alpha=0.5).backward()

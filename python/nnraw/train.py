@@ -46,7 +46,7 @@ DEFAULTS: dict = {
              "iso": 1600},
     "optim": {"lr": 1e-3, "betas": [0.9, 0.999], "weight_decay": 0.0, "grad_clip": 1.0},
     "schedule": {"steps": 1000, "warmup": 50, "final_lr_fraction": 0.02},
-    "loss": {"alpha": 0.84, "mode": "whole", "domain": "linear"},
+    "loss": {"alpha": 0.84, "mode": "whole", "domain": "linear", "balance": "none"},
     "validate": {"every": 100, "crops": 16, "levels": ["iso1600"], "seed": 1234},
     "checkpoint": {"every": 100},
     "amp": True,
@@ -74,6 +74,9 @@ def load_config(path: str | Path) -> dict:
     domain = cfg["loss"]["domain"]
     if domain not in ("linear", "srgb"):
         raise ValueError(f"nnraw train: {path}: loss.domain must be 'linear' or 'srgb', got {domain!r}")
+    balance = cfg["loss"]["balance"]
+    if balance not in ("none", "log"):
+        raise ValueError(f"nnraw train: {path}: loss.balance must be 'none' or 'log', got {balance!r}")
     return cfg
 
 
@@ -118,16 +121,29 @@ def to_loss_domain(x: torch.Tensor, wb: torch.Tensor, domain: str) -> torch.Tens
 
 
 def mixed_loss(pred: torch.Tensor, target: torch.Tensor, alpha: float, mode: str) -> torch.Tensor:
-    """alpha (1 - MS-SSIM) + (1 - alpha) L1 through nnraw's compiled ops, as a scalar.
+    """alpha (1 - MS-SSIM) + (1 - alpha) L1 through nnraw's compiled ops, one value per sample: Tensor[N].
 
-    mode 'center': Tensor[N, 3, 31, 31] patches, the reference system's central-pixel form;
-    mode 'whole': whole crops (data range 1).
+    mode 'center': Tensor[N, 3, 31, 31] patches, the reference system's central-pixel form (mean over
+    channels); mode 'whole': whole crops (data range 1).
     """
     from nnraw import ops
 
     if mode == "center":
-        return ops.center_ms_ssim_l1(pred, target, alpha).mean()
-    return ops.ms_ssim_l1_loss(pred, target, alpha, 1.0)
+        return ops.center_ms_ssim_l1(pred, target, alpha).mean(1)
+    return ops.ms_ssim_l1_loss(pred, target, alpha, 1.0, reduction="none")
+
+
+def training_objective(per_sample: torch.Tensor, balance: str) -> torch.Tensor:
+    """What the optimiser minimises, from the per-sample mixed losses.
+
+    'none': their mean (the seed). 'log': the mean of their logarithms, so that every sample's gradient
+    is divided by its own loss: a crop at ISO 100 (loss ~0.005) weighs as much as one at the NVIDIA level
+    (~0.08), in relative terms, as a mean of PSNRs does. With random noise levels per sample the plain
+    mean is ruled by the noisiest crops and the network learns little demosaicking.
+    """
+    if balance == "log":
+        return per_sample.clamp_min(1e-8).log().mean()
+    return per_sample.mean()
 
 
 # --- data -----------------------------------------------------------------------------------------
@@ -228,7 +244,7 @@ def validate(model: nn.Module, val: dict[str, dict], cfg: dict, device) -> list[
         h = model.halo
         dom = cfg["loss"]["domain"]
         loss = mixed_loss(to_loss_domain(pred, wb, dom), to_loss_domain(target, wb, dom),
-                          cfg["loss"]["alpha"], cfg["loss"]["mode"])
+                          cfg["loss"]["alpha"], cfg["loss"]["mode"]).mean()
         rows.append({"level": level, "loss": loss.item(),
                      "l1": F.l1_loss(pred, target).item(), "l2": F.mse_loss(pred, target).item(),
                      "psnr": psnr(pred, target), "psnr_input": psnr(rgb[..., h:-h, h:-h], target),
@@ -445,6 +461,7 @@ def train(cfg: dict, run_dir: str | Path, *, steps: int | None = None, max_minut
     val = validation_set(cfg, model, int(cfg["validate"]["seed"]), data_dir, dataset_factory) if main else None
     last_step = int(steps if steps is not None else cfg["schedule"]["steps"])
     alpha, mode, domain = float(cfg["loss"]["alpha"]), cfg["loss"]["mode"], cfg["loss"]["domain"]
+    balance = cfg["loss"]["balance"]
     val_every, ck_every = int(cfg["validate"]["every"]), int(cfg["checkpoint"]["every"])
     started = time.perf_counter()
     base_seconds = seconds
@@ -474,9 +491,10 @@ def train(cfg: dict, run_dir: str | Path, *, steps: int | None = None, max_minut
         with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
             pred = ddp(rgb, sigma)
         pred = pred.float()
-        loss = mixed_loss(to_loss_domain(pred, wb, domain), to_loss_domain(target, wb, domain), alpha, mode)
+        per_sample = mixed_loss(to_loss_domain(pred, wb, domain), to_loss_domain(target, wb, domain), alpha, mode)
+        loss = per_sample.mean().detach()        # logged; the objective may weigh the samples differently
         opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        scaler.scale(training_objective(per_sample, balance)).backward()
         if cfg["optim"]["grad_clip"]:
             scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(model.parameters(), float(cfg["optim"]["grad_clip"]))

@@ -318,7 +318,7 @@ def gaussian_weighted_l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tens
 
 
 def ms_ssim_l1_loss(pred: torch.Tensor, target: torch.Tensor, alpha: float = 0.84,
-                    data_range: float = 1.0) -> torch.Tensor:
+                    data_range: float = 1.0, reduction: str = "mean") -> torch.Tensor:
     """Whole-crop mixed loss for training (Zhao et al. 2017, eq. 10, on full crops instead of centres)::
 
         loss = mean_n [ alpha (1 - MS-SSIM_n) + (1 - alpha) L1_G,n / data_range ]
@@ -333,15 +333,19 @@ def ms_ssim_l1_loss(pred: torch.Tensor, target: torch.Tensor, alpha: float = 0.8
         target: Tensor[N, C, H, W] ground truth. Gets no gradient.
         alpha: weight of the MS-SSIM term, in [0, 1].
         data_range: value range of the images.
+        reduction: "mean" (a scalar) or "none" (Tensor[N], one loss per sample).
 
     Returns:
-        Tensor[] scalar loss.
+        Tensor[] scalar loss, or Tensor[N] with ``reduction="none"``.
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"nnraw.ms_ssim_l1_loss: alpha must be in [0, 1], got {alpha:g}")
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"nnraw.ms_ssim_l1_loss: reduction must be 'mean' or 'none', got {reduction!r}")
     ms = ms_ssim(pred, target, data_range)
     l1 = gaussian_weighted_l1(pred, target.detach()) / data_range   # target gets no gradient, as in ms_ssim
-    return (alpha * (1 - ms) + (1 - alpha) * l1).mean()
+    per_sample = alpha * (1 - ms) + (1 - alpha) * l1
+    return per_sample.mean() if reduction == "mean" else per_sample
 
 
 __all__ = [
