@@ -111,6 +111,9 @@ def test_bad_config_is_named(tmp_path):
     bad.write_text('name = "x"\n[loss]\ndomain = "log"\n')
     with pytest.raises(ValueError, match=r"loss.domain must be 'linear' or 'srgb', got 'log'"):
         T.load_config(bad)
+    bad.write_text('name = "x"\n[loss]\nbalance = "sqrt"\n')
+    with pytest.raises(ValueError, match=r"loss.balance must be 'none' or 'log', got 'sqrt'"):
+        T.load_config(bad)
     with pytest.raises(FileNotFoundError, match="config .*missing.toml does not exist"):
         T.load_config(tmp_path / "missing.toml")
 
@@ -167,3 +170,24 @@ def test_srgb_loss_curve_is_the_srgb_curve_inside_and_never_flat_outside():
         v = T.srgb_curve_extended(a)
         (g,) = torch.autograd.grad(v.sum(), a)
         assert abs(v[1] - v[0]).item() < 1e-5 and abs(g[1] - g[0]).item() < slope_tol * g[0].item()
+
+
+def test_log_balance_weighs_each_sample_by_its_own_loss():
+    """'log': the gradient reaching each sample is divided by that sample's loss; 'none': plain mean."""
+    per = torch.tensor([0.004, 0.08], dtype=torch.float64, requires_grad=True)
+    (g_log,) = torch.autograd.grad(T.training_objective(per, "log"), per)
+    (g_mean,) = torch.autograd.grad(T.training_objective(per, "none"), per)
+    torch.testing.assert_close(g_log, 0.5 / per.detach())
+    torch.testing.assert_close(g_mean, torch.full((2,), 0.5, dtype=torch.float64))
+
+
+def test_log_balanced_training_reduces_the_validation_loss(tmp_path):
+    torch.set_num_threads(1)
+    cfg = tiny_config(steps=30)
+    cfg["loss"]["balance"] = "log"
+    cfg["validate"]["every"] = 30
+    model = __import__("nnraw.models", fromlist=["build_model"]).build_model(cfg["model"])
+    val = T.validation_set(cfg, model, 1234, dataset_factory=SyntheticCleanCrops)
+    before = T.validate(model, val, cfg, torch.device("cpu"))[0]
+    after = T.train(cfg, tmp_path, dataset_factory=SyntheticCleanCrops, quiet=True)["val"][0]
+    assert after["loss"] < before["loss"], (before, after)
