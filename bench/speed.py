@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import resource
 import subprocess
@@ -31,8 +32,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-from torch import nn
+# as `nnraw` itself does (cli.py): transparent huge pages for the allocator, set before torch loads
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "python"))
