@@ -10,7 +10,7 @@ BUILD_DEPS := pybind11 scikit-build-core ninja "cmake>=3.28"
 APT_PACKAGES := libimage-exiftool-perl darktable xvfb xauth debootstrap
 SAMPLE := samples/canon550d_colorchart_crop.dng
 
-.PHONY: demo test test-fast install system-deps dev bench clean cuda-check
+.PHONY: demo test test-fast install system-deps dev bench clean cuda-check cuda-build-check
 
 $(VENV)/.deps-stamp: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -71,3 +71,23 @@ cuda-check:
 	  nvcc -std=c++20 -c $$f -o build/cuda-check/$$(basename $$f).o -Ibuild/cuda-check/shim -I$$T -I$$T/torch/csrc/api/include -Icsrc \
 	    -arch=$(CUDA_ARCH) -D_GLIBCXX_USE_CXX11_ABI=1 -DNNRAW_WITH_CUDA=1 --expt-relaxed-constexpr --use_fast_math -Xcompiler -fPIC || exit 1; \
 	done; echo "all CUDA sources compile for $(CUDA_ARCH) (compile-only check)"
+
+# The full CUDA build on a machine without a GPU: a second venv (outside the repository) with the CUDA
+# torch the GPU machine runs (2.11.0+cu130 from PyPI, ~4 GB with its nvidia-* wheels), nnraw built
+# there with NNRAW_CUDA=ON for sm_90 and linked against libtorch_cuda, its kernel table printed
+# (CPU, CUDA per op), and the CPU tests run with that build. Nothing runs on a GPU.
+CUDA_VENV ?= $(HOME)/.cache/nnraw/venv-cu130
+CUDA_TORCH ?= torch==2.11.0
+cuda-build-check:
+	test -x $(CUDA_VENV)/bin/python || $(PYTHON) -m venv $(CUDA_VENV)
+	@# --isolated: this machine's pip config caps torch and prefers its local CPU wheel
+	$(CUDA_VENV)/bin/pip --isolated install -q --index-url https://pypi.org/simple "$(CUDA_TORCH)" $(BUILD_DEPS)
+	$(CUDA_VENV)/bin/pip install -q $$($(PYTHON) -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print(' '.join(d for d in p['dependencies'] + p['optional-dependencies']['test'] if not d.startswith('torch')))")
+	rm -rf build/cuda-build && mkdir -p build/cuda-build
+	@# a partial CUDA toolkit may lack libnvrtc: take the one from the nvidia-cuda-nvrtc wheel then
+	NVRTC=$$(ls $(CUDA_VENV)/lib/python3*/site-packages/nvidia/cu13/lib/libnvrtc.so.* 2>/dev/null | head -1); \
+	NNRAW_CUDA=ON TORCH_CUDA_ARCH_LIST=9.0 CMAKE_ARGS="$${NVRTC:+-DCUDA_nvrtc_LIBRARY=$$NVRTC}" \
+	  $(CUDA_VENV)/bin/pip install -q --no-build-isolation --no-deps --force-reinstall \
+	  --config-settings=build-dir=build/cuda-build .
+	$(CUDA_VENV)/bin/python -m nnraw.ops
+	$(CUDA_VENV)/bin/python -m pytest -q -m "not slow" -p no:cacheprovider --rootdir . tests
