@@ -44,6 +44,7 @@ sys.path.insert(0, str(REPO / "python"))
 from nnraw import convert  # noqa: E402
 from nnraw.highlights import recover_highlights  # noqa: E402
 from nnraw.infer import TileGrid, cpu_threads, resolve_model, run_tiled  # noqa: E402
+from nnraw.ops import HAVE_COMPILED  # noqa: E402  (False: the ops run their pure-PyTorch references)
 
 
 def rss_peak_mb() -> float:
@@ -203,7 +204,7 @@ def main() -> int:
         "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         "machine": f"{platform.processor() or platform.machine()}, {cpu_threads()} cores visible, torch {torch.__version__}",
         "threads": threads, "device": str(dev), "image": f"{h}x{w} ({h * w / 1e6:.1f} MP)",
-        "model": model_label, "tile": args.tile,
+        "model": model_label, "tile": args.tile, "compiled_ops": HAVE_COMPILED,
         "stages_s": {k: round(v, 3) for k, v in stages.items()}, "end_to_end_s": round(total, 2),
         "peak_rss_mb": round(rss_peak), "rss_before_pipeline_mb": round(rss_start),
         "network_gmac": round(macs / 1e9, 1), "network_gflops": round(net_flops / 1e9, 1),
