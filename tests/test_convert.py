@@ -151,6 +151,10 @@ def _bad_input(kind: str, folder: Path) -> tuple[Path, str]:
         path = folder / "holiday.NEF"
         Image.fromarray(np.full((40, 60, 3), 90, np.uint8)).save(path, format="JPEG")
         return path, r"holiday\.NEF: not a raw file"
+    if kind == "headerless":  # LibRaw "opens" any file of this size (1024 x 768 x 8 bit) by guessing
+        path = folder / "dump.RAW"
+        path.write_bytes(np.random.default_rng(4).integers(0, 256, 1024 * 768, dtype=np.uint8).tobytes())
+        return path, r"dump\.RAW: headerless raw data"
     if kind == "monochrome":
         return write_monochrome_dng(folder / "mono.dng"), r"mono\.dng: monochrome"
     if kind == "linear":
@@ -162,7 +166,7 @@ def _bad_input(kind: str, folder: Path) -> tuple[Path, str]:
     raise AssertionError(kind)
 
 
-@pytest.mark.parametrize("kind", ["truncated", "corrupt", "jpeg", "monochrome", "linear"])
+@pytest.mark.parametrize("kind", ["truncated", "corrupt", "headerless", "jpeg", "monochrome", "linear"])
 def test_bad_input_fails_alone_in_a_batch(tmp_path, capsys, kind):
     inputs = tmp_path / "in"
     inputs.mkdir()

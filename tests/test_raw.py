@@ -77,6 +77,25 @@ def test_random_bytes(tmp_path):
         read_raw(bad)
 
 
+@pytest.mark.parametrize("size", [1024 * 768, 1920 * 1080 * 2])
+def test_headerless_file_is_refused_not_guessed(tmp_path, size):
+    # LibRaw identifies headerless sensor dumps by their size alone, so these random bytes "open"
+    import rawpy
+
+    bad = tmp_path / "sensor dump.RAW"
+    bad.write_bytes(np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes())
+    with rawpy.imread(str(bad)) as r:
+        assert r.raw_image.size > 0
+    with pytest.raises(RawReadError, match=r"sensor dump\.RAW: headerless raw data: .*guess the layout from the file size"):
+        read_raw(bad)
+
+
+def test_real_headerless_dump_is_refused():
+    path = shared_file("mushfiqulalam_DSC_1339_768x512_rggb.raw")  # 768x512 uint16, read by LibRaw as 1024x768x8
+    with pytest.raises(RawReadError, match=r"768x512_rggb\.raw: headerless raw data"):
+        read_raw(path)
+
+
 def test_jpeg_renamed_nef(tmp_path):
     from PIL import Image
 

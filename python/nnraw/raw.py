@@ -182,6 +182,28 @@ def _is_dng(path: Path) -> bool:
         return False
 
 
+# First bytes of the raw containers LibRaw reads (offset, signature). A file with none of them and no
+# Exif camera name is one LibRaw identified by its *size* alone (its table of headerless sensor dumps
+# and old cameras): any file of such a size, random bytes included, "opens", with a guessed layout.
+_CONTAINER_SIGNATURES = (
+    (0, b"II*\0"), (0, b"MM\0*"),          # TIFF: DNG, NEF, CR2, ARW, PEF, KDC, IIQ, 3FR, SRW, ...
+    (0, b"IIRO"), (0, b"IIRS"), (0, b"MMOR"),  # Olympus ORF
+    (0, b"IIU\0"),                            # Panasonic RW2 / RAW
+    (4, b"ftyp"),                              # ISO base media: Canon CR3
+    (0, b"FUJIFILM"),                          # RAF
+    (6, b"HEAPCCDR"),                          # Canon CRW (CIFF)
+    (0, b"\0MRM"),                            # Minolta MRW
+    (0, b"FOVb"),                              # Sigma X3F
+    (0, b"ARRI"), (0, b"RIFF"), (0, b"\xff\xd8\xff"),  # ARRI; Canon/Nikon RIFF; JPEG-wrapped raws
+)
+
+
+def _has_container_header(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(16)
+    return any(head[off:off + len(sig)] == sig for off, sig in _CONTAINER_SIGNATURES)
+
+
 def _exif_iso_make_model(path: Path) -> tuple[float | None, str, str]:
     """ISO, make and model from the file's Exif (exiv2); empty when exiv2 cannot read the format."""
     try:
@@ -276,6 +298,13 @@ def read_raw(path: str | Path) -> RawImage:
     is_dng = _is_dng(path)
     tags = _dng_colour_tags(path) if is_dng else {}
     iso, make, model = _exif_iso_make_model(path)
+    if not (make or model) and not _has_container_header(path):
+        raise RawReadError(
+            path,
+            f"headerless raw data: no file header and no camera name, so LibRaw could only guess the layout "
+            f"from the file size ({w}x{h}, white level {white:g}); nnraw does not convert files whose "
+            "sensor, levels and colours are guessed (wrap the data in a DNG with its real parameters)",
+        )
 
     if "cm1" in tags and tags["cm1"].shape == (3, 3):
         cm1, source = tags["cm1"], "dng"
