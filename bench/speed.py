@@ -12,7 +12,7 @@ does not count):
    tile, times the number of tiles) over the network stage's time, next to the machine's float32
    matmul FLOP/s measured here (torch.mm of 4096 x 4096 matrices);
 3. demosaicnet (Gharbi et al. 2016, pip `demosaicnet`, pretrained Bayer model, valid convolutions)
-   on the same image in tiles of the same size (with the 32-px halo it needs) and the time ratio.
+   on the same image and device in tiles of the same size (with the 32-px halo it needs) and the time ratio.
 
 When the model's weights are not available, the same architecture (configs/<name>.toml) runs with
 untrained weights (same cost), or else the reference system's 9-5-5 shape; the report says which.
@@ -121,20 +121,24 @@ def matmul_flops(n: int = 4096, reps: int = 5) -> float:
     return 2 * n ** 3 * reps / (time.perf_counter() - t0)
 
 
-def time_demosaicnet(h: int, w: int, tile: int) -> tuple[float, int]:
-    """Seconds for demosaicnet over an h x w Bayer image in tile x tile outputs, and its MACs."""
+def time_demosaicnet(h: int, w: int, tile: int, device: torch.device) -> tuple[float, int]:
+    """Seconds for demosaicnet over an h x w Bayer image in tile x tile outputs on ``device``, and its MACs."""
     import demosaicnet
 
-    net = demosaicnet.BayerDemosaick(pretrained=True).eval().to(memory_format=torch.channels_last)
+    net = demosaicnet.BayerDemosaick(pretrained=True).eval().to(device, memory_format=torch.channels_last)
     halo = 32  # 15 valid 3x3 convs at half resolution + 1 at full: 31 px, rounded up to even
     grid = TileGrid.plan(h, w, tile, halo)
-    x = torch.rand(1, 3, grid.th + 2 * halo, grid.tw + 2 * halo).contiguous(memory_format=torch.channels_last)
+    x = torch.rand(1, 3, grid.th + 2 * halo, grid.tw + 2 * halo, device=device)
+    x = x.contiguous(memory_format=torch.channels_last)
     macs_per_tile = conv_macs(net, (x,))
     n = len(grid.origins)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
     t0 = time.perf_counter()
     with torch.inference_mode():
         for _ in range(n):
             net(x)
+    sync()
     return time.perf_counter() - t0, macs_per_tile * n
 
 
@@ -222,7 +226,7 @@ def main() -> int:
             report[f"{precision}_crop_s"] = round(time.perf_counter() - t, 3)
     if not args.skip_demosaicnet:
         print("demosaicnet ...", flush=True)
-        dn_s, dn_macs = time_demosaicnet(h, w, args.tile)
+        dn_s, dn_macs = time_demosaicnet(h, w, args.tile, dev)
         report.update({"demosaicnet_s": round(dn_s, 2), "demosaicnet_gmac": round(dn_macs / 1e9, 1),
                        "network_over_demosaicnet_time": round(stages["network"] / dn_s, 3),
                        "end_to_end_over_demosaicnet_time": round(total / dn_s, 3)})
