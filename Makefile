@@ -10,7 +10,7 @@ BUILD_DEPS := pybind11 scikit-build-core ninja "cmake>=3.28"
 APT_PACKAGES := libimage-exiftool-perl darktable xvfb xauth debootstrap
 SAMPLE := samples/canon550d_colorchart_crop.dng
 
-.PHONY: demo test test-fast install system-deps dev bench clean cuda-check cuda-build-check
+.PHONY: demo test test-fast install system-deps dev bench clean cuda-check cuda-build-check gpu-wheels
 
 $(VENV)/.deps-stamp: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -91,3 +91,17 @@ cuda-build-check:
 	  --config-settings=build-dir=build/cuda-build .
 	$(CUDA_VENV)/bin/python -m nnraw.ops
 	$(CUDA_VENV)/bin/python -m pytest -q -m "not slow" -p no:cacheprovider --rootdir . tests
+
+# For bench/gpu_check.sh on the GPU machine (no network there; Python 3.12, torch preinstalled): the
+# wheels it lacks, downloaded here into .whl/ (git-ignored; carry it with the device tool).
+GPU_PYTHON ?= 3.12
+GPU_WHEELS ?= rawpy==0.28.0 pyexiv2==2.16.0 pytorch_msssim==1.0.0 demosaicnet==0.0.14 setuptools==80.10.2
+gpu-wheels:
+	rm -rf .whl && mkdir -p .whl
+	$(PYTHON) -m pip --isolated download -q --no-deps --only-binary=:all: --python-version $(GPU_PYTHON) \
+	  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+	  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --index-url https://pypi.org/simple \
+	  -d .whl $(GPU_WHEELS)
+	@# demosaicnet imports wget, which PyPI has only as a source archive: build its (pure-Python) wheel
+	$(PYTHON) -m pip --isolated wheel -q --no-deps --index-url https://pypi.org/simple -w .whl wget==3.2
+	ls -l .whl
