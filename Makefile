@@ -49,8 +49,10 @@ test-fast: install
 	$(PY) -m pytest -ra -m "not slow"
 
 # Development build: compiles the extension into python/nnraw/ for use with PYTHONPATH=python.
+NNRAW_CUDA ?= AUTO
 dev:
-	cmake -S . -B build/dev -G Ninja -DPython_EXECUTABLE=$$(command -v $(PYTHON)) -DCMAKE_BUILD_TYPE=Release
+	cmake -S . -B build/dev -G Ninja -DPython_EXECUTABLE=$$(command -v $(PYTHON)) -DCMAKE_BUILD_TYPE=Release \
+	  -DNNRAW_CUDA=$(NNRAW_CUDA)
 	cmake --build build/dev
 
 bench: install
@@ -80,15 +82,12 @@ CUDA_VENV ?= $(HOME)/.cache/nnraw/venv-cu130
 CUDA_TORCH ?= torch==2.11.0
 cuda-build-check:
 	test -x $(CUDA_VENV)/bin/python || $(PYTHON) -m venv $(CUDA_VENV)
-	@# --isolated: this machine's pip config caps torch and prefers its local CPU wheel
+	@# --isolated: this machine's pip config caps torch and prefers its local CPU wheel; the CUDA torch
+	@# installed first then satisfies the package's `torch>=2.4`
 	$(CUDA_VENV)/bin/pip --isolated install -q --index-url https://pypi.org/simple "$(CUDA_TORCH)" $(BUILD_DEPS)
-	$(CUDA_VENV)/bin/pip install -q $$($(PYTHON) -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print(' '.join(d for d in p['dependencies'] + p['optional-dependencies']['test'] if not d.startswith('torch')))")
-	rm -rf build/cuda-build && mkdir -p build/cuda-build
-	@# a partial CUDA toolkit may lack libnvrtc: take the one from the nvidia-cuda-nvrtc wheel then
-	NVRTC=$$(ls $(CUDA_VENV)/lib/python3*/site-packages/nvidia/cu13/lib/libnvrtc.so.* 2>/dev/null | head -1); \
-	NNRAW_CUDA=ON TORCH_CUDA_ARCH_LIST=9.0 CMAKE_ARGS="$${NVRTC:+-DCUDA_nvrtc_LIBRARY=$$NVRTC}" \
-	  $(CUDA_VENV)/bin/pip install -q --no-build-isolation --no-deps --force-reinstall \
-	  --config-settings=build-dir=build/cuda-build .
+	rm -rf build/cuda-build
+	NNRAW_CUDA=ON TORCH_CUDA_ARCH_LIST=9.0 $(CUDA_VENV)/bin/pip install -q --no-build-isolation \
+	  --config-settings=build-dir=build/cuda-build ".[test]"
 	$(CUDA_VENV)/bin/python -m nnraw.ops
 	$(CUDA_VENV)/bin/python -m pytest -q -m "not slow" -p no:cacheprovider --rootdir . tests
 

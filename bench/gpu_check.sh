@@ -5,9 +5,9 @@
 #   make gpu-wheels                      # here, once: the missing wheels into .whl/ (about 8 MB)
 #   bash bench/gpu_check.sh              # there, from the repository root, with .whl carried
 #
-# It builds nnraw in the tree (python/nnraw/_C*.so, as `make dev`) with NNRAW_CUDA=ON for sm_90, prints the kernel table, runs the tests of the ops,
-# the inference and the models on the GPU (the `device` fixture adds "cuda"), then bench/ops.py and
-# bench/speed.py on the GPU. Everything it prints also goes to $OUT (or ./gpu-check-out) as files.
+# It builds nnraw in the tree (`make dev`: python/nnraw/_C*.so) with NNRAW_CUDA=ON for sm_90, prints
+# the kernel table, runs the tests of the ops, the inference and the models on the GPU (the `device`
+# fixture adds "cuda"), then bench/ops.py and bench/speed.py on the GPU. Everything it prints also goes to $OUT (or ./gpu-check-out) as files.
 # DEVICE=cpu runs the same steps without a GPU (a dry run of the script itself).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,15 +28,11 @@ python3 -c "import torch; print('torch', torch.__version__, 'CUDA', torch.versio
 nvidia-smi --query-gpu=name,clocks.max.sm,memory.total --format=csv 2>/dev/null | tee -a "$OUT/machine.txt" || true
 
 CUDA_MODE=$([ "$DEVICE" = cuda ] && echo ON || echo AUTO)
-step "build nnraw in the tree (as make dev; NNRAW_CUDA=$CUDA_MODE, sm_90)"
-# a partial CUDA toolkit may lack libnvrtc: take the one from torch's nvidia-cuda-nvrtc wheel then
-NVRTC=$(python3 -c "import glob, os, torch; d = os.path.dirname(os.path.dirname(torch.__file__)); print(next(iter(sorted(glob.glob(d + '/nvidia/cu13/lib/libnvrtc.so.*'))), ''))")
-rm -rf build/gpu-check python/nnraw/_C*.so
-TORCH_CUDA_ARCH_LIST=9.0 cmake -S . -B build/gpu-check -G Ninja -DPython_EXECUTABLE="$(command -v python3)" \
-  -DCMAKE_BUILD_TYPE=Release -DNNRAW_CUDA="$CUDA_MODE" ${NVRTC:+-DCUDA_nvrtc_LIBRARY=$NVRTC} > "$OUT/cmake.txt" 2>&1 \
-  || { tail -30 "$OUT/cmake.txt"; exit 1; }
-grep "nnraw:" "$OUT/cmake.txt"
-cmake --build build/gpu-check -j "$(nproc)" 2>&1 | tail -5
+step "build nnraw in the tree (make dev, NNRAW_CUDA=$CUDA_MODE, sm_90)"
+rm -rf build/dev python/nnraw/_C*.so
+TORCH_CUDA_ARCH_LIST=9.0 make dev PYTHON=python3 NNRAW_CUDA="$CUDA_MODE" > "$OUT/build.txt" 2>&1 \
+  || { tail -30 "$OUT/build.txt"; exit 1; }
+grep "nnraw:" "$OUT/build.txt"
 export PYTHONPATH="$PWD/python:$SITE"
 python3 -m nnraw.ops | tee "$OUT/ops-info.txt"
 

@@ -43,10 +43,10 @@ BORDER = 10
 
 
 def srgb_render(cam: torch.Tensor, wb: torch.Tensor) -> torch.Tensor:
-    """Tensor[3, H, W] camera RGB -> sRGB: x wb, clip, sRGB curve."""
-    from nnraw.unprocess import linear_to_srgb
+    """Tensor[3, H, W] camera RGB -> sRGB: x wb, clip, sRGB curve (what nnraw's validation scores too)."""
+    from nnraw.train import render_srgb
 
-    return linear_to_srgb((cam * wb[:, None, None]).clamp(0, 1))
+    return render_srgb(cam, wb)
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -226,12 +226,18 @@ def psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
     return 10 * math.log10(1.0 / max(mse, 1e-12))
 
 
-def psnr_srgb(pred: torch.Tensor, target: torch.Tensor, wb: torch.Tensor) -> float:
-    """PSNR after the rendering bench/quality.py scores: x wb, clipped to [0, 1], sRGB curve."""
+def render_srgb(cam: torch.Tensor, wb: torch.Tensor) -> torch.Tensor:
+    """The rendering that validation and bench/quality.py score: camera RGB x wb, clipped to [0, 1],
+    sRGB curve. ``cam`` Tensor[..., 3, H, W], ``wb`` Tensor[..., 3] (one set of gains per image)."""
     from nnraw.unprocess import linear_to_srgb
 
-    g = wb.reshape(-1, 3, 1, 1)
-    return psnr(linear_to_srgb((pred.float() * g).clamp(0, 1)), linear_to_srgb((target.float() * g).clamp(0, 1)))
+    return linear_to_srgb((cam.float() * wb[..., None, None]).clamp(0, 1))
+
+
+def psnr_srgb(pred: torch.Tensor, target: torch.Tensor, wb: torch.Tensor) -> float:
+    """PSNR of :func:`render_srgb` of both."""
+    wb = wb.reshape(-1, 3)
+    return psnr(render_srgb(pred, wb), render_srgb(target, wb))
 
 
 @torch.no_grad()
