@@ -34,12 +34,24 @@ __all__ = ["ARCHITECTURES", "DEFAULT_MODEL", "WEIGHTS_DIR", "HalfResResidualDeno
 
 
 def build_model(config: dict) -> nn.Module:
-    """An untrained network from {"architecture": name, "params": {...}}."""
+    """An untrained network from {"architecture": name, "params": {...}, "domain": encoding}.
+
+    ``domain`` (default "linear") is the image domain the network works in: "srgb" networks see
+    white-balanced, sRGB-encoded camera RGB (:mod:`nnraw.encoding`; run them through
+    :func:`nnraw.encoding.in_domain`). The module gets it as its ``domain`` attribute.
+    """
+    from nnraw.encoding import NETWORK_DOMAINS as ENCODINGS
+
     arch = config.get("architecture")
     if arch not in ARCHITECTURES:
         raise ValueError(f"nnraw.models.build_model: architecture must be one of {sorted(ARCHITECTURES)}, "
                          f"got {arch!r}")
-    return ARCHITECTURES[arch](**config.get("params", {}))
+    domain = config.get("domain", "linear")
+    if domain not in ENCODINGS:
+        raise ValueError(f"nnraw.models.build_model: domain must be one of {ENCODINGS}, got {domain!r}")
+    model = ARCHITECTURES[arch](**config.get("params", {}))
+    model.domain = domain
+    return model
 
 
 def available_models(weights_dir: Path | None = None) -> list[str]:
