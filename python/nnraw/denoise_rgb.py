@@ -241,6 +241,7 @@ def denoise_rgb_array(rgb_linear: np.ndarray, *, iso: float | None = None, stren
     """Denoise linear RGB float32 [H, W, 3] -> float32 [H, W, 3] (see the module docstring for iso/strength,
     and for ``resample_bayer``: True feeds the network the pre-demosaics of the image's four Bayer
     samplings, as it was trained; False feeds it the image itself)."""
+    from nnraw.encoding import in_domain
     from nnraw.infer import resolve_model, run_tiled, _resolve_device
 
     if iso is not None and strength is not None:
@@ -258,11 +259,15 @@ def denoise_rgb_array(rgb_linear: np.ndarray, *, iso: float | None = None, stren
             raise DenoiseRGBError(f"{_CMD}: model 'reference' needs --iso N or --strength S to choose the network")
         iso = iso_for_strength(strength)
     net = resolve_model(model, dev, iso)
+    # The image is already white balanced: networks of the encoded domain see it with gains 1; the
+    # linear-domain ones were trained on camera RGB, so their resampled mosaics are divided by CAMERA_WB.
+    domain = getattr(net, "domain", "linear")
+    wb = CAMERA_WB if resample_bayer and domain == "linear" else torch.ones(3)
+    net = in_domain(net, wb)
     sigma = None
     if getattr(net, "noise_conditioned", False):
         # The map is evaluated on the network's input tiles, in the image's own (balanced) units: with
-        # resampling the tiles are divided by CAMERA_WB, so values and std are taken back first.
-        wb = CAMERA_WB if resample_bayer else torch.ones(3)
+        # resampling the tiles are divided by the gains, so values and std are taken back first.
         gains = lambda t: wb.to(t.device, t.dtype).reshape(1, 3, 1, 1)  # noqa: E731
         if strength is not None:
             s = float(strength)
@@ -281,7 +286,7 @@ def denoise_rgb_array(rgb_linear: np.ndarray, *, iso: float | None = None, stren
     if not resample_bayer:
         out = run_tiled(net, x, sigma, tile=tile, device=dev)
         return out[0].numpy().transpose(1, 2, 0)
-    return _denoise_bayer_resampled(net, x, sigma, tile, dev)[0].numpy().transpose(1, 2, 0)
+    return _denoise_bayer_resampled(net, x, sigma, tile, dev, wb, domain)[0].numpy().transpose(1, 2, 0)
 
 
 #: Typical as-shot white-balance gains (R, G, B) of camera RGB: the middle of the training data's range
@@ -290,25 +295,25 @@ CAMERA_WB = torch.tensor([2.15, 1.0, 1.7])
 
 
 def _denoise_bayer_resampled(net: torch.nn.Module, x: torch.Tensor, sigma, tile: int,
-                             dev: torch.device) -> torch.Tensor:
+                             dev: torch.device, wb: torch.Tensor = CAMERA_WB, domain: str = "linear") -> torch.Tensor:
     """Tensor[1, 3, H, W] balanced linear RGB -> the mean of the network's results on the pre-demosaics
     of its four Bayer samplings (see the module docstring). Odd sizes are mirrored to even and cropped."""
     from nnraw.dataset import BAYER_PATTERNS, mosaic
+    from nnraw.encoding import pre_demosaic
     from nnraw.infer import run_tiled
-    from nnraw.ops import edge_aware_demosaic
 
     h, w = x.shape[-2:]
     pad_h, pad_w = h % 2, w % 2
-    cam = x / CAMERA_WB.reshape(1, 3, 1, 1)
+    cam = x / wb.reshape(1, 3, 1, 1)
     if pad_h or pad_w:
         cam = torch.nn.functional.pad(cam, (0, pad_w, 0, pad_h), mode="reflect")
     total = torch.zeros_like(cam)
     out = torch.empty_like(cam)
     for pattern in BAYER_PATTERNS:
-        pre = edge_aware_demosaic(mosaic(cam, pattern), pattern, CAMERA_WB)
+        pre = pre_demosaic(mosaic(cam, pattern), pattern, wb, domain)
         total += run_tiled(net, pre, sigma, tile=tile, device=dev, out=out)
         del pre
-    total *= CAMERA_WB.reshape(1, 3, 1, 1) / len(BAYER_PATTERNS)
+    total *= wb.reshape(1, 3, 1, 1) / len(BAYER_PATTERNS)
     return total[..., :h, :w]
 
 

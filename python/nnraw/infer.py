@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -572,6 +573,7 @@ def denoise_camera_rgb(
     device: str | torch.device | None = None,
     profile: "str | Path | NoiseProfile | None" = None,
     sigma: float | None = None,
+    wb: Any = None,
     tile: int = DEFAULT_TILE,
     batch: int | None = None,
     precision: str = "float32",
@@ -591,13 +593,20 @@ def denoise_camera_rgb(
         device: "cpu", "cuda[:k]", or None/"auto".
         profile: a NoiseProfile or a profile file; overrides the camera/reference profile.
         sigma: a constant noise std (in [0, 1] units) instead of a profile (used by denoise-rgb).
+        wb: as-shot white-balance gains [3] (default: ``raw.wb``, else 1): networks trained in the
+            white-balanced encoded domain (:mod:`nnraw.encoding`) need them.
         tile, batch, precision, compile, progress: see :func:`run_tiled`.
 
     Returns:
         Tensor[1, 3, H, W] float32 on rgb's device.
     """
+    from nnraw.encoding import in_domain
+
     dev = _resolve_device(device, rgb)
     net = resolve_model(model, dev, iso or (getattr(raw, "iso", None) if raw is not None else None))
+    # Networks trained white balanced and encoded run in that domain, pointwise around them.
+    wb = wb if wb is not None else (getattr(raw, "wb", None) if raw is not None else None)
+    net = in_domain(net, torch.as_tensor(np.asarray(wb, dtype=np.float32)) if wb is not None else None)
     sigma_fn = None
     if getattr(net, "noise_conditioned", False):
         if sigma is not None:
