@@ -162,3 +162,32 @@ def test_cli_build(tmp_path, capsys):
     assert "3 images (2 train, 1 val)" in capsys.readouterr().out
     assert run(parser.parse_args(["build", str(tmp_path / "missing"), "-o", str(tmp_path / "o2")])) == 1
     assert "missing: no such file or folder" in capsys.readouterr().err
+
+
+def test_hold_out_sends_a_whole_source_to_validation(tmp_path):
+    src, files = few_photos(tmp_path, n=6)
+    other = tmp_path / "other"
+    other.mkdir()
+    for f in sorted(src.iterdir())[:2]:
+        shutil.move(str(f), other / f.name)
+    meta = build_dataset([src, other], tmp_path / "ds", val_fraction=0.0, crop=64, seed=3, hold_out=[other])
+    split = {im["source"]: im["split"] for im in meta["images"]}
+    assert {s for s, part in split.items() if part == "val"} == {str(p) for p in other.iterdir()}
+    assert all(part == "train" for s, part in split.items() if s.startswith(str(src)))
+    assert meta["hold_out"] == [str(other.resolve())]
+    with pytest.raises(FileNotFoundError, match="--hold-out .*missing: no such folder"):
+        build_dataset([src], tmp_path / "ds2", crop=64, hold_out=[tmp_path / "missing"])
+
+
+@pytest.mark.parametrize("pattern", BAYER_PATTERNS)
+def test_training_batch_with_the_encoded_pre_demosaic(pattern):
+    """encoding="srgb" gives the pre-demosaic `nnraw convert` makes (nnraw.encoding.pre_demosaic)."""
+    from nnraw.encoding import pre_demosaic
+
+    g = torch.Generator().manual_seed(5)
+    clean = torch.rand(2, 3, 32, 32, generator=g) * 0.8
+    wb = torch.tensor([[1.3, 1.0, 3.0], [2.0, 1.0, 1.6]])
+    b = make_training_batch(clean, wb, NVIDIA_PROFILE, pattern, torch.Generator().manual_seed(1), encoding="srgb")
+    assert torch.allclose(b["predemosaic"], pre_demosaic(b["mosaic_noisy"], pattern, wb, "srgb"))
+    lin = make_training_batch(clean, wb, NVIDIA_PROFILE, pattern, torch.Generator().manual_seed(1))
+    assert torch.equal(lin["mosaic_noisy"], b["mosaic_noisy"]) and not torch.equal(lin["predemosaic"], b["predemosaic"])

@@ -71,7 +71,7 @@ def _patterns_for(pattern: Union[str, Sequence[str]], n: int, generator: torch.G
 def make_training_batch(clean: torch.Tensor, wb: torch.Tensor,
                         profiles: Union[NoiseProfile, Sequence[NoiseProfile], tuple, str] = "random",
                         pattern: Union[str, Sequence[str]] = "RGGB",
-                        generator: torch.Generator | None = None) -> dict:
+                        generator: torch.Generator | None = None, encoding: str = "linear") -> dict:
     """Synthesise a noisy training batch from clean crops (fresh noise at every call).
 
     Args:
@@ -81,6 +81,8 @@ def make_training_batch(clean: torch.Tensor, wb: torch.Tensor,
             (:func:`nnraw.noise.random_noise_params`, for noise-conditioned networks).
         pattern: a Bayer pattern for all samples, a list of N, or ``"random"`` (one per sample).
         generator: torch.Generator on ``clean``'s device, for reproducible batches.
+        encoding: the domain of the pre-demosaic (:func:`nnraw.encoding.pre_demosaic`): "linear"
+            (the seed) or "srgb" (white balanced and encoded, as ``nnraw convert`` does).
 
     Returns:
         dict with
@@ -94,7 +96,7 @@ def make_training_batch(clean: torch.Tensor, wb: torch.Tensor,
           ``clean``        Tensor[N, 3, H, W] (the target),
           ``a``, ``b``     Tensor[N, 3], ``wb`` Tensor[N, 3], ``pattern`` list[str].
     """
-    from nnraw.ops import edge_aware_demosaic
+    from nnraw.encoding import pre_demosaic
 
     if clean.dim() != 4 or clean.shape[1] != 3:
         raise ValueError(f"make_training_batch: clean must have shape [N, 3, H, W], got {list(clean.shape)}")
@@ -122,7 +124,7 @@ def make_training_batch(clean: torch.Tensor, wb: torch.Tensor,
         m = mosaic(clean[idx], pat)
         noisy = add_noise(m, (a[idx], b[idx]), generator=generator, pattern=pat)
         mosaic_noisy[idx] = noisy
-        predemosaic[idx] = edge_aware_demosaic(noisy, pat, wb[idx].contiguous())
+        predemosaic[idx] = pre_demosaic(noisy, pat, wb[idx].contiguous(), encoding)
     return {
         "mosaic_noisy": mosaic_noisy,
         "predemosaic": predemosaic,
@@ -323,10 +325,12 @@ def _atomic_save(path: Path, write) -> None:
 
 def build_dataset(sources: Sequence[Union[str, Path]], out_dir: Union[str, Path], val_fraction: float = 0.1,
                   crop: int = 128, seed: int = 0, downscale: int = 2, limit: int | None = None,
-                  progress: bool = False) -> dict:
+                  progress: bool = False, hold_out: Sequence[Union[str, Path]] = ()) -> dict:
     """Build a clean-image dataset directory (see module docstring). Returns the metadata dict.
 
-    Images smaller than ``crop`` after downscaling are skipped (listed under "skipped").
+    Images smaller than ``crop`` after downscaling are skipped (listed under "skipped"). Every image
+    under a folder of ``hold_out`` goes to the validation split (a whole image source held out, so
+    validation measures what a photo from elsewhere gets); ``val_fraction`` splits the others.
     """
     out = Path(out_dir)
     if crop < 4 or crop % 2:
@@ -340,8 +344,17 @@ def build_dataset(sources: Sequence[Union[str, Path]], out_dir: Union[str, Path]
         files = files[:limit]
     if not files:
         raise ValueError(f"nnraw dataset build: no raw files or images found in {', '.join(map(str, sources))}")
+    held = [Path(h).resolve() for h in hold_out]
+    for h in held:
+        if not h.is_dir():
+            raise FileNotFoundError(f"nnraw dataset build: --hold-out {h}: no such folder")
+    is_held = [any(h in p.resolve().parents for h in held) for p in files]
+    rest = [k for k, flag in enumerate(is_held) if not flag]
+    rest_split = split_by_image(len(rest), val_fraction, seed) if rest else []
+    split = ["val"] * len(files)
+    for k, part in zip(rest, rest_split):
+        split[k] = part
     (out / "images").mkdir(parents=True, exist_ok=True)
-    split = split_by_image(len(files), val_fraction, seed)
     images, skipped = [], []
     iterator = files
     if progress:
@@ -367,6 +380,7 @@ def build_dataset(sources: Sequence[Union[str, Path]], out_dir: Union[str, Path]
         images.append({"file": name, "source": str(path), "kind": kind, "width": w, "height": h,
                        "split": split[k], **camera})
     meta = {"format": FORMAT, "version": 1, "crop": crop, "seed": seed, "val_fraction": val_fraction,
+            "hold_out": [str(h) for h in held],
             "downscale_srgb": downscale, "downscale_raw": RAW_DOWNSCALE,
             "encoding": "uint16 [H, W, 3], value / 65535 = linear camera RGB in [0, 1]",
             "images": images, "skipped": skipped}
@@ -470,6 +484,8 @@ def add_arguments(p) -> None:
     b.add_argument("--seed", type=int, default=0, help="seed for the split and the unprocessing (default 0)")
     b.add_argument("--downscale", type=int, default=2, help="area downscale of sRGB photos, >= 2 (default 2)")
     b.add_argument("--limit", type=int, default=None, help="use only the first N sources (sorted by path)")
+    b.add_argument("--hold-out", type=Path, action="append", default=[], metavar="DIR",
+                   help="every image under DIR goes to the validation split (repeatable): hold a whole source out")
 
 
 def run(args) -> int:
@@ -477,7 +493,7 @@ def run(args) -> int:
 
     try:
         meta = build_dataset(args.sources, args.output, args.val_fraction, args.crop, args.seed,
-                             args.downscale, args.limit, progress=sys.stderr.isatty())
+                             args.downscale, args.limit, progress=sys.stderr.isatty(), hold_out=args.hold_out)
     except (OSError, ValueError) as exc:
         print(f"{exc}", file=sys.stderr)
         return 1
