@@ -109,7 +109,7 @@ def test_bad_config_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"bad.toml: loss.mode must be 'center' or 'whole', got 'edges'"):
         T.load_config(bad)
     bad.write_text('name = "x"\n[loss]\ndomain = "log"\n')
-    with pytest.raises(ValueError, match=r"loss.domain must be 'linear' or 'srgb', got 'log'"):
+    with pytest.raises(ValueError, match=r"loss.domain must be 'linear', 'linear_wb' or 'srgb', got 'log'"):
         T.load_config(bad)
     bad.write_text('name = "x"\n[loss]\nbalance = "sqrt"\n')
     with pytest.raises(ValueError, match=r"loss.balance must be 'none' or 'log', got 'sqrt'"):
@@ -191,3 +191,76 @@ def test_log_balanced_training_reduces_the_validation_loss(tmp_path):
     before = T.validate(model, val, cfg, torch.device("cpu"))[0]
     after = T.train(cfg, tmp_path, dataset_factory=SyntheticCleanCrops, quiet=True)["val"][0]
     assert after["loss"] < before["loss"], (before, after)
+
+
+def test_random_white_balance_covers_every_light():
+    wb = T.random_wb(4000, torch.Generator().manual_seed(0))
+    assert wb.shape == (4000, 3) and torch.all(wb[:, 1] == 1)
+    lo, hi = T.WB_GAIN_RANGE
+    assert wb[:, [0, 2]].min() >= lo and wb[:, [0, 2]].max() <= hi
+    neutral = (wb == 1).all(1).float().mean().item()
+    assert abs(neutral - T.NEUTRAL_FRACTION) < 0.03
+    rest = wb[~(wb == 1).all(1)]
+    # tungsten-like (blue gain > 2.5, red < 1.5) and daylight-like (red > 1.8, blue < 1.8) both occur
+    assert ((rest[:, 2] > 2.5) & (rest[:, 0] < 1.5)).float().mean() > 0.03
+    assert ((rest[:, 0] > 1.8) & (rest[:, 2] < 1.8)).float().mean() > 0.1
+
+
+def test_random_camera_keeps_the_scene_and_clips_like_a_sensor():
+    scene = torch.tensor([0.2, 0.5, 2.0]).reshape(1, 3, 1, 1).expand(2, 3, 4, 4)
+    wb = torch.tensor([[2.0, 1.0, 1.6], [1.0, 1.0, 1.0]])
+    cam = T.as_camera(scene, wb)
+    assert torch.allclose(cam[0, :, 0, 0], torch.tensor([0.1, 0.5, 1.0]))     # blue clipped at white
+    assert torch.allclose(cam[1, :, 0, 0], torch.tensor([0.2, 0.5, 1.0]))
+    # balanced_rgb undoes the dataset's own camera: white balance and matrix
+    rgb2cam = [[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.05, 0.15, 0.8]]
+    lin = torch.rand(3, 5, 5, generator=torch.Generator().manual_seed(3))
+    stored = torch.einsum("ij,jhw->ihw", torch.tensor(rgb2cam), lin) / torch.tensor([2.0, 1.0, 1.5]).reshape(3, 1, 1)
+    back = T.balanced_rgb(stored, torch.tensor([2.0, 1.0, 1.5]), rgb2cam)
+    assert torch.allclose(back, lin, atol=1e-5)
+
+
+def test_domain_training_with_random_cameras_improves_on_the_input(tmp_path):
+    """The default's recipe in small: white-balanced network, the sRGB-encoded pre-demosaic as input,
+    dilations, random white balance and colour per crop, MS-SSIM + L1 white balanced."""
+    torch.set_num_threads(1)
+    cfg = tiny_config(steps=40)
+    cfg["model"] = {"architecture": "half_res_residual", "domain": "linear_wb",
+                    "params": {"channels": 12, "depth": 4, "dilations": [1, 2, 2, 1]}}
+    cfg["data"].update(crop=162, batch=2, camera="random", pre_demosaic="srgb")
+    cfg["loss"].update(alpha=0.84, domain="linear_wb", balance="log")
+    cfg["validate"]["every"] = 40
+    model = __import__("nnraw.models", fromlist=["build_model"]).build_model(cfg["model"])
+    val = T.validation_set(cfg, model, 1234, dataset_factory=SyntheticCleanCrops)
+    before = T.validate(model, val, cfg, torch.device("cpu"))[0]
+    result = T.train(cfg, tmp_path, dataset_factory=SyntheticCleanCrops, quiet=True)
+    after = result["val"][0]
+    assert after["loss"] < 0.9 * before["loss"], (before, after)
+    assert after["psnr_srgb"] > after["psnr_srgb_input"] + 0.2, after
+    T.export(cfg, tmp_path, tmp_path / "weights")
+    from nnraw.models import load_model
+
+    assert load_model("tiny", weights_dir=tmp_path / "weights").domain == "linear_wb"
+
+
+def test_bad_camera_and_domain_are_named(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "x"\n[data]\ncamera = "canon"\n')
+    with pytest.raises(ValueError, match=r"data.camera must be 'dataset' or 'random', got 'canon'"):
+        T.load_config(bad)
+    bad.write_text('name = "x"\n[model]\ndomain = "gamma"\n')
+    with pytest.raises(ValueError, match=r"model.domain must be one of"):
+        T.load_config(bad)
+    bad.write_text('name = "x"\n[data]\npre_demosaic = "gamma"\n')
+    with pytest.raises(ValueError, match=r"data.pre_demosaic must be one of"):
+        T.load_config(bad)
+
+
+def test_mean_shift_prices_a_cast_and_only_a_cast():
+    g = torch.Generator().manual_seed(0)
+    t = torch.rand(2, 3, 16, 16, generator=g)
+    noise = torch.randn(2, 3, 16, 16, generator=g) * 0.05
+    noise -= noise.mean((-2, -1), keepdim=True)                 # zero-mean error: no shift
+    assert T.mean_shift(t + noise, t).abs().max() < 1e-6
+    cast = t + torch.tensor([0.0, 0.0, 0.03]).reshape(1, 3, 1, 1)
+    assert torch.allclose(T.mean_shift(cast, t), torch.full((2,), 0.03 ** 2 / 3), atol=1e-7)

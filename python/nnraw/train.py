@@ -43,10 +43,10 @@ DEFAULTS: dict = {
     "seed": 0,
     "model": {"architecture": "half_res_residual", "params": {}},
     "data": {"dir": "/work/cache/dataset", "crop": 96, "batch": 16, "noise": "random", "pattern": "random",
-             "iso": 1600},
+             "iso": 1600, "camera": "dataset", "pre_demosaic": "linear"},
     "optim": {"lr": 1e-3, "betas": [0.9, 0.999], "weight_decay": 0.0, "grad_clip": 1.0},
     "schedule": {"steps": 1000, "warmup": 50, "final_lr_fraction": 0.02},
-    "loss": {"alpha": 0.84, "mode": "whole", "domain": "linear", "balance": "none"},
+    "loss": {"alpha": 0.84, "mode": "whole", "domain": "linear", "balance": "none", "mean_weight": 0.0},
     "validate": {"every": 100, "crops": 16, "levels": ["iso1600"], "seed": 1234},
     "checkpoint": {"every": 100},
     "amp": True,
@@ -72,11 +72,22 @@ def load_config(path: str | Path) -> dict:
     if mode not in ("center", "whole"):
         raise ValueError(f"nnraw train: {path}: loss.mode must be 'center' or 'whole', got {mode!r}")
     domain = cfg["loss"]["domain"]
-    if domain not in ("linear", "srgb"):
-        raise ValueError(f"nnraw train: {path}: loss.domain must be 'linear' or 'srgb', got {domain!r}")
+    if domain not in LOSS_DOMAINS:
+        raise ValueError(f"nnraw train: {path}: loss.domain must be 'linear', 'linear_wb' or 'srgb', got {domain!r}")
     balance = cfg["loss"]["balance"]
     if balance not in ("none", "log"):
         raise ValueError(f"nnraw train: {path}: loss.balance must be 'none' or 'log', got {balance!r}")
+    camera = cfg["data"]["camera"]
+    if camera not in ("dataset", "random"):
+        raise ValueError(f"nnraw train: {path}: data.camera must be 'dataset' or 'random', got {camera!r}")
+    from nnraw.encoding import ENCODINGS, NETWORK_DOMAINS
+
+    if cfg["model"].get("domain", "linear") not in NETWORK_DOMAINS:
+        raise ValueError(f"nnraw train: {path}: model.domain must be one of {NETWORK_DOMAINS}, "
+                         f"got {cfg['model']['domain']!r}")
+    if cfg["data"]["pre_demosaic"] not in ENCODINGS:
+        raise ValueError(f"nnraw train: {path}: data.pre_demosaic must be one of {ENCODINGS}, "
+                         f"got {cfg['data']['pre_demosaic']!r}")
     return cfg
 
 
@@ -108,15 +119,22 @@ def srgb_curve_extended(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x <= knee, 12.92 * x, torch.where(x <= 1.0, inside, 1.0 + (1.055 / 2.4) * (x - 1.0)))
 
 
+LOSS_DOMAINS = ("linear", "linear_wb", "srgb")
+
+
 def to_loss_domain(x: torch.Tensor, wb: torch.Tensor, domain: str) -> torch.Tensor:
     """The image domain the loss is computed in.
 
-    'linear': camera RGB as is (the seed system). 'srgb': white balanced (x wb) and sRGB-encoded
+    'linear': camera RGB as is (the seed system). 'linear_wb': white balanced (x wb), still linear:
+    every channel's error weighs as the photographer sees it after white balance (a tungsten shot's
+    blue has 3x the gain), and MS-SSIM cannot be gamed by brightening as in a concave domain. 'srgb': white balanced (x wb) and sRGB-encoded
     (:func:`srgb_curve_extended`, unclipped), so errors weigh as a photographer sees them (dark tones
     and the white-balance gains of R and B count), as Brooks et al. 2019 train after their processing.
     """
     if domain == "linear":
         return x
+    if domain == "linear_wb":
+        return x * wb.reshape(-1, 3, 1, 1)
     return srgb_curve_extended(x * wb.reshape(-1, 3, 1, 1))
 
 
@@ -130,7 +148,22 @@ def mixed_loss(pred: torch.Tensor, target: torch.Tensor, alpha: float, mode: str
 
     if mode == "center":
         return ops.center_ms_ssim_l1(pred, target, alpha).mean(1)
+    if alpha == 0:      # plain L1: any crop size (MS-SSIM's five scales need crops > 160 px)
+        return (pred - target).abs().flatten(1).mean(1)
     return ops.ms_ssim_l1_loss(pred, target, alpha, 1.0, reduction="none")
+
+
+def mean_shift(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per sample: the mean over channels of (mean(pred) - mean(target))^2 over the crop: Tensor[N].
+
+    MS-SSIM's contrast and structure terms ignore the mean, and in a concave domain (sRGB-encoded)
+    brightening the output shrinks the residual noise it sees: trained on MS-SSIM + L1 alone there,
+    a network learnt a +0.02..0.04 bias (docs/MODELS.md). This term (``loss.mean_weight``) prices any
+    shift of a crop's channel means directly: a colour cast or an exposure shift is what
+    photographers complain about most. Squared, not absolute: |shift| sends a full-size gradient of
+    flipping sign at its optimum, which swamped Adam's step sizes and stalled training (tests/test_train.py).
+    """
+    return (pred.mean((-2, -1)) - target.mean((-2, -1))).square().mean(1)
 
 
 def training_objective(per_sample: torch.Tensor, balance: str) -> torch.Tensor:
@@ -147,6 +180,36 @@ def training_objective(per_sample: torch.Tensor, balance: str) -> torch.Tensor:
 
 
 # --- data -----------------------------------------------------------------------------------------
+WB_GAIN_RANGE = (1.0, 3.5)
+NEUTRAL_FRACTION = 0.15
+
+
+def balanced_rgb(clean: torch.Tensor, wb: torch.Tensor, rgb2cam: list | None) -> torch.Tensor:
+    """A dataset crop (camera RGB, its gains, its sRGB -> camera matrix or None) -> white-balanced
+    linear RGB in sRGB primaries (the matrix undone), >= 0: the scene without its synthetic camera."""
+    x = clean * wb.reshape(3, 1, 1)
+    if rgb2cam is not None:
+        cam2rgb = torch.linalg.inv(torch.tensor(rgb2cam, dtype=torch.float64)).float()
+        x = torch.einsum("ij,jhw->ihw", cam2rgb, x)
+    return x.clamp_min(0)
+
+
+def random_wb(n: int, generator: torch.Generator) -> torch.Tensor:
+    """Tensor[N, 3] as-shot gains: R and B each log-uniform over WB_GAIN_RANGE (tungsten, daylight,
+    LED, shade, and everything between), and NEUTRAL_FRACTION of them (1, 1, 1) (a camera balanced
+    for the light, or a monochromatic-sensitivity camera)."""
+    lo, hi = math.log(WB_GAIN_RANGE[0]), math.log(WB_GAIN_RANGE[1])
+    rb = torch.exp(lo + (hi - lo) * torch.rand(n, 2, generator=generator))
+    neutral = torch.rand(n, generator=generator) < NEUTRAL_FRACTION
+    rb[neutral] = 1.0
+    return torch.stack([rb[:, 0], torch.ones(n), rb[:, 1]], 1)
+
+
+def as_camera(balanced: torch.Tensor, wb: torch.Tensor) -> torch.Tensor:
+    """White-balanced linear RGB [N, 3, H, W] and gains [N, 3] -> camera RGB clipped like a sensor."""
+    return (balanced / wb.reshape(-1, 3, 1, 1)).clamp(0, 1)
+
+
 class BatchSource:
     """Draws training batches reproducibly from a clean-crop dataset with one torch.Generator.
 
@@ -177,14 +240,42 @@ class BatchSource:
     def clean_crops(self) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.randint(len(self.dataset), (self.batch,), generator=self.generator).tolist()
         items = [self.dataset[i] for i in idx]
-        return torch.stack([it["clean"] for it in items]), torch.stack([torch.as_tensor(it["wb"]) for it in items])
+        clean, wb = torch.stack([it["clean"] for it in items]), torch.stack([torch.as_tensor(it["wb"]) for it in items])
+        if self.cfg["data"]["camera"] == "random":
+            clean, wb = self.random_camera(items)
+        return clean, wb
+
+    def rgb2cam(self, item: dict) -> list | None:
+        """The sRGB -> camera matrix the dataset unprocessed the item's image with (None: a raw source,
+        or a dataset without that metadata)."""
+        images = getattr(self.dataset, "images", None)
+        if "image" not in item or not isinstance(images, list) or not isinstance(images[item["image"]], dict):
+            return None
+        return images[item["image"]].get("rgb2cam")
+
+    def random_camera(self, items: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each crop under a new camera: its scene (white-balanced, in sRGB primaries), half of them
+        through a random camera matrix (Brooks et al. 2019), seen with random as-shot gains
+        (:func:`random_wb`) and clipped at the sensor's white. The network, working white balanced,
+        then sees every light's per-channel noise and no fixed colour distribution."""
+        from nnraw.unprocess import random_ccm
+
+        n = len(items)
+        scenes = torch.stack([balanced_rgb(it["clean"], torch.as_tensor(it["wb"]), self.rgb2cam(it)) for it in items])
+        mix = torch.rand(n, generator=self.generator) < 0.5
+        ccm = random_ccm(n, self.generator)
+        mixed = torch.einsum("nij,njhw->nihw", ccm, scenes)
+        scenes = torch.where(mix[:, None, None, None], mixed, scenes)
+        wb = random_wb(n, self.generator)
+        return as_camera(scenes, wb), wb
 
     def make(self, clean: torch.Tensor, wb: torch.Tensor, profiles, pattern) -> dict:
         """Noisy inputs, noise map and targets for the network: dict(rgb, sigma, target)."""
         from nnraw.dataset import make_training_batch
         from nnraw.noise import sigma_map
 
-        b = make_training_batch(clean.float(), wb.float(), profiles, pattern, self.generator)
+        b = make_training_batch(clean.float(), wb.float(), profiles, pattern, self.generator,
+                                encoding=self.cfg["data"]["pre_demosaic"])
         # The noise map the network sees is computed from the noisy input, as at inference.
         sigma = sigma_map(b["predemosaic"], b["a"], b["b"])
         rgb, h = b["predemosaic"], self.halo
@@ -214,6 +305,14 @@ def validation_set(cfg: dict, model: nn.Module, seed: int, data_dir: str | None 
     items = [src.dataset[int(i)] for i in np.linspace(0, len(src.dataset) - 1, n).round()]
     clean = torch.stack([it["clean"] for it in items])
     wb = torch.stack([torch.as_tensor(it["wb"]) for it in items])
+    if cfg["data"]["camera"] == "random":
+        # The held-out scenes under the three lights in turn (crop k: WB_CONDITIONS[k % 3]).
+        scenes = torch.stack([balanced_rgb(it["clean"], torch.as_tensor(it["wb"]), src.rgb2cam(it)) for it in items])
+        from nnraw.evaluate import WB_CONDITIONS
+
+        conds = list(WB_CONDITIONS.values())
+        wb = torch.tensor([conds[k % len(conds)] for k in range(len(items))])
+        clean = as_camera(scenes, wb)
     out = {}
     for level in cfg["validate"]["levels"]:
         src.generator.manual_seed(seed)
@@ -242,11 +341,13 @@ def psnr_srgb(pred: torch.Tensor, target: torch.Tensor, wb: torch.Tensor) -> flo
 
 @torch.no_grad()
 def validate(model: nn.Module, val: dict[str, dict], cfg: dict, device) -> list[dict]:
+    from nnraw.encoding import in_domain
+
     model.eval()
     rows = []
     for level, b in val.items():
         rgb, sigma, target, wb = (b[k].to(device) for k in ("rgb", "sigma", "target", "wb"))
-        pred = torch.cat([model(rgb[i:i + 8], sigma[i:i + 8]) for i in range(0, len(rgb), 8)])
+        pred = torch.cat([in_domain(model, wb[i:i + 8])(rgb[i:i + 8], sigma[i:i + 8]) for i in range(0, len(rgb), 8)])
         h = model.halo
         dom = cfg["loss"]["domain"]
         loss = mixed_loss(to_loss_domain(pred, wb, dom), to_loss_domain(target, wb, dom),
@@ -468,6 +569,12 @@ def train(cfg: dict, run_dir: str | Path, *, steps: int | None = None, max_minut
     last_step = int(steps if steps is not None else cfg["schedule"]["steps"])
     alpha, mode, domain = float(cfg["loss"]["alpha"]), cfg["loss"]["mode"], cfg["loss"]["domain"]
     balance = cfg["loss"]["balance"]
+    mean_weight = float(cfg["loss"]["mean_weight"])
+    domain_net = cfg["model"].get("domain", "linear") != "linear"
+    if domain_net:
+        from nnraw.encoding import in_domain
+
+        ddp.domain, ddp.halo, ddp.noise_conditioned = model.domain, model.halo, model.noise_conditioned
     val_every, ck_every = int(cfg["validate"]["every"]), int(cfg["checkpoint"]["every"])
     started = time.perf_counter()
     base_seconds = seconds
@@ -495,9 +602,12 @@ def train(cfg: dict, run_dir: str | Path, *, steps: int | None = None, max_minut
         batch = data.next()
         rgb, sigma, target, wb = (batch[k].to(device, non_blocking=True) for k in ("rgb", "sigma", "target", "wb"))
         with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-            pred = ddp(rgb, sigma)
+            pred = in_domain(ddp, wb)(rgb, sigma) if domain_net else ddp(rgb, sigma)
         pred = pred.float()
-        per_sample = mixed_loss(to_loss_domain(pred, wb, domain), to_loss_domain(target, wb, domain), alpha, mode)
+        p_dom, t_dom = to_loss_domain(pred, wb, domain), to_loss_domain(target, wb, domain)
+        per_sample = mixed_loss(p_dom, t_dom, alpha, mode)
+        if mean_weight:
+            per_sample = per_sample + mean_weight * mean_shift(p_dom, t_dom)
         loss = per_sample.mean().detach()        # logged; the objective may weigh the samples differently
         opt.zero_grad(set_to_none=True)
         scaler.scale(training_objective(per_sample, balance)).backward()
@@ -559,6 +669,7 @@ def export(cfg: dict, run_dir: str | Path, weights_dir: str | Path | None = None
         last_val = [{k: (r[k] if k == "level" else float(r[k])) for k in keys}
                     for r in rows if int(r["step"]) == int(ck["step"])]
     config = {"architecture": cfg["model"]["architecture"], "params": cfg["model"].get("params", {}),
+              "domain": cfg["model"].get("domain", "linear"),
               "halo": model.halo, "noise_conditioned": model.noise_conditioned,
               "training": {"config": cfg, "steps": int(ck["step"]), "seconds": round(float(ck["seconds"]), 1),
                            "world_size": int(ck["world"]), "validation": last_val}}
