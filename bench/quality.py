@@ -1,27 +1,23 @@
-"""Image quality of nnraw's networks against classical and learned demosaicers, on synthetic raws.
+"""Image quality of nnraw against classical and learned demosaicers/denoisers, as photos arrive.
 
-Ground truth: fixed crops of the held-out validation split of a dataset built by
-``nnraw dataset build`` (never trained on): clean linear camera RGB plus its as-shot white balance.
-Each crop is Bayer-sampled (RGGB) and given Poisson-Gaussian noise (fixed seed) at the Pentax K-3
-reference levels (ISO 100, 400, 1600, 3200, 6400) and at the NVIDIA paper's level.
-
-Rendering to sRGB, the same for every method: camera RGB x as-shot white-balance gains, clipped to
-[0, 1], sRGB transfer curve (no colour matrix, no tone curve). PSNR in that sRGB, 10 px border
-cropped, averaged over crops.
+The protocol of :mod:`nnraw.evaluate`: crops of held-out photos (two sources the networks never
+trained on), each under three camera white balances (neutral, daylight, tungsten) and six noise
+levels (Pentax K-3 ISO 100 ... 6400, the NVIDIA paper's level), as RGGB mosaics with Poisson-Gaussian
+noise (fixed seeds); every method's camera RGB x the gains, clipped, sRGB curve; PSNR against the
+clean photo's rendering, 10 px border cropped, averaged over crops. All methods run in this one script.
 
 Methods:
-  bilinear, Malvar 2004, Menon 2007  colour_demosaicing on the white-balanced mosaic
-  LibRaw AHD                         rawpy on a Bayer DNG of the same mosaic (as-shot WB, raw colour)
-  demosaicnet                        Gharbi et al. 2016 pretrained Bayer model, in the sRGB domain and
-                                     its GRBG layout: the mosaic is rendered to sRGB per site and read
-                                     one column to the right (RGGB -> GRBG); reflect-padded by 48 px
-  pre-demosaic                       nnraw.ops.edge_aware_demosaic (the networks' input)
-  reference-isoN                     the seed's per-ISO network at its own ISO (where shipped)
-  default                            nnraw's noise-conditioned network (sigma from the noisy input)
+  Menon 2007               colour_demosaicing on the white-balanced mosaic
+  LibRaw AAHD              rawpy on a Bayer DNG of the same mosaic (as-shot WB, raw colour)
+  demosaicnet              Gharbi et al. 2016 pretrained Bayer model, in the sRGB domain and its GRBG
+                           layout (the mosaic rendered to sRGB per site, read one column to the right)
+  BM3D + Menon             the `bm3d` package per Bayer plane after a generalised Anscombe transform,
+                           then Menon (at the heavy-noise levels only: it is slow)
+  pre-demosaic (linear)    nnraw's edge-aware pre-demosaic in linear camera RGB (the seed's)
+  pre-demosaic (encoded)   the same white balanced and sRGB-encoded: ``nnraw convert --model none``
+  nnraw default            the shipped default network, run as ``nnraw convert`` runs it
 
-The networks see their input reflect-padded by their halo (even: CFA phase kept).
-
-    PYTHONPATH=python python bench/quality.py --data /work/cache/dataset [--images 12 --crop 256]
+    PYTHONPATH=python python bench/quality.py [--images 4 --crop 192 --models NAME...]
 """
 
 from __future__ import annotations
@@ -38,8 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-LEVELS = ["iso100", "iso400", "iso1600", "iso3200", "iso6400", "nvidia"]
-BORDER = 10
+from nnraw.evaluate import BORDER, LEVELS
 
 
 def srgb_render(cam: torch.Tensor, wb: torch.Tensor) -> torch.Tensor:
@@ -90,15 +85,15 @@ def write_bayer_dng(path: Path, mosaic: np.ndarray, wb: np.ndarray) -> None:
     tifffile.imwrite(path, raw, photometric=32803, extratags=tags, metadata=None, software=False)
 
 
-def libraw_ahd(mosaic: np.ndarray, wb: np.ndarray) -> torch.Tensor:
-    """LibRaw AHD (rawpy) on a DNG of the mosaic -> white-balanced linear RGB [3, H, W]."""
+def libraw_aahd(mosaic: np.ndarray, wb: np.ndarray) -> torch.Tensor:
+    """LibRaw AAHD (rawpy) on a DNG of the mosaic -> white-balanced linear RGB [3, H, W]."""
     import rawpy
 
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / "mosaic.dng"
         write_bayer_dng(p, mosaic, wb)
         with rawpy.imread(str(p)) as raw:
-            rgb = raw.postprocess(demosaic_algorithm=rawpy.DemosaicAlgorithm.AHD, use_camera_wb=True,
+            rgb = raw.postprocess(demosaic_algorithm=rawpy.DemosaicAlgorithm.AAHD, use_camera_wb=True,
                                   output_color=rawpy.ColorSpace.raw, gamma=(1, 1), no_auto_bright=True,
                                   output_bps=16, user_flip=0, highlight_mode=rawpy.HighlightMode.Clip)
     return torch.from_numpy(rgb.astype(np.float32) / 65535).permute(2, 0, 1)
@@ -135,91 +130,126 @@ def demosaicnet_srgb(mosaic: torch.Tensor, wb: torch.Tensor) -> torch.Tensor:
     return full.clamp(0, 1)
 
 
-def run_network(model, rgb: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """Whole-image forward with reflect padding by the halo: [3, H, W] -> [3, H, W]."""
-    h = model.halo
-    x = F.pad(rgb[None], (h, h, h, h), mode="reflect")
-    s = F.pad(sigma[None], (h, h, h, h), mode="reflect")
-    with torch.no_grad():
-        return model(x, s if model.noise_conditioned else None)[0].clamp(0, 1)
+def bm3d_menon(noisy: torch.Tensor, wb, level: str) -> torch.Tensor:
+    """BM3D per Bayer plane after the generalised Anscombe transform (Makitalo & Foi 2013), then
+    Menon 2007 on the white-balanced mosaic -> camera RGB [3, H, W].
 
+    With var = a x + b, z = x / a is Poisson plus Gaussian noise of std sqrt(b) / a; the GAT
+    2 sqrt(z + 3/8 + b / a^2) makes its std ~1; BM3D denoises each of the four planes with that
+    sigma (scaled to the plane's range); the closed-form approximation of the exact unbiased inverse
+    takes it back.
+    """
+    import bm3d
 
-def evaluate(data_dir: str, n_images: int, crop: int, levels: list[str], seed: int = 0,
-             dataset_factory=None) -> tuple[dict, dict]:
-    from nnraw.models import available_models, load_model
-    from nnraw.noise import add_noise, sigma_map
-    from nnraw.ops import edge_aware_demosaic
-    from nnraw.ops.demosaic import cfa_masks
     from nnraw.train import level_profile
 
-    if dataset_factory is None:
-        from nnraw.dataset import CleanCropDataset
+    prof = level_profile(level)
+    m = noisy[0, 0].double().numpy()
+    out = np.empty_like(m)
+    colours = {(0, 0): 0, (0, 1): 1, (1, 0): 1, (1, 1): 2}            # RGGB
+    for (dy, dx), c in colours.items():
+        a, b = float(prof.a[c]), float(prof.b[c])
+        z = m[dy::2, dx::2] / a
+        s2 = b / a ** 2
+        f = 2 * np.sqrt(np.maximum(z + 3 / 8 + s2, 0))
+        lo, hi = f.min(), f.max()
+        scale = max(hi - lo, 1e-6)
+        d = bm3d.bm3d((f - lo) / scale, sigma_psd=1.0 / scale) * scale + lo
+        d = np.maximum(d, 1e-3)
+        inv = (0.25 * d ** 2 + 0.25 * math.sqrt(1.5) / d - 1.375 / d ** 2 + 0.625 * math.sqrt(1.5) / d ** 3
+               - 0.125 - s2)
+        out[dy::2, dx::2] = np.maximum(inv, 0) * a
+    gains = np.tile(np.array([[wb[0], wb[1]], [wb[1], wb[2]]]), (m.shape[0] // 2, m.shape[1] // 2))
+    rgb = colour_demosaic("menon", out * gains)
+    return rgb / torch.tensor(wb, dtype=torch.float32).reshape(3, 1, 1)
 
-        ds = CleanCropDataset(data_dir, "val", crop)
-    else:
-        ds = dataset_factory("val", crop)
-    n = min(n_images, len(ds))
-    if n == 0:
-        raise SystemExit(f"bench/quality.py: no validation crops of {crop} px in {data_dir}")
-    shipped = available_models()
-    default = load_model("default") if "default" in shipped else None
-    scores: dict[str, dict[str, list[float]]] = {}
+
+def evaluate(sources: list[str], n_images: int, crop: int, levels: list[str], bm3d_levels: list[str],
+             seed: int = 0, default: str = "default", extra_models: tuple[str, ...] = ()) -> dict:
+    """{source: {wb: {method: {level: mean PSNR}}}} and seconds per method (under key "_seconds")."""
+    from nnraw import evaluate as ev
+    from nnraw.encoding import site_gains
+    from nnraw.models import load_model
+
+    nets = {name: load_model(name) for name in (default, *extra_models)}
+    scores: dict = {}
     seconds: dict[str, float] = {}
 
-    def add(method: str, level: str, value: float, dt: float) -> None:
-        scores.setdefault(method, {}).setdefault(level, []).append(value)
+    def add(source, wb_name, method, level, value, dt):
+        scores.setdefault(source, {}).setdefault(wb_name, {}).setdefault(method, {}).setdefault(level, []).append(value)
         seconds[method] = seconds.get(method, 0.0) + dt
 
-    picks = [int(k) for k in np.linspace(0, len(ds) - 1, n).round()]    # spread over the split's images
-    for i, k in enumerate(picks):
-        item = ds[k]
-        clean, wb = item["clean"].float(), torch.as_tensor(item["wb"]).float()
-        truth = srgb_render(clean, wb)
-        masks = cfa_masks("RGGB", *clean.shape[-2:])
-        mosaic_clean = (clean * masks).sum(0, keepdim=True)[None]
-        for li, level in enumerate(levels):
-            prof = level_profile(level)
-            g = torch.Generator().manual_seed(seed * 100_003 + i * 101 + li)
-            noisy = add_noise(mosaic_clean, prof, generator=g, pattern="RGGB")[0, 0]
-            gains = (masks * wb[:, None, None]).sum(0)
-            mosaic_wb = (noisy * gains).numpy()
-            for method in ("bilinear", "malvar", "menon"):
-                t = time.perf_counter()
-                out = colour_demosaic(method, mosaic_wb)
-                add(method, level, psnr(srgb_render(out, torch.ones(3)), truth), time.perf_counter() - t)
-            t = time.perf_counter()
-            out = libraw_ahd(noisy.numpy(), wb.numpy())
-            add("libraw-ahd", level, psnr(srgb_render(out, torch.ones(3)), truth), time.perf_counter() - t)
-            t = time.perf_counter()
-            out = demosaicnet_srgb(noisy, wb)
-            add("demosaicnet", level, psnr(out, truth), time.perf_counter() - t)
-            t = time.perf_counter()
-            pre = edge_aware_demosaic(noisy[None, None].contiguous(), "RGGB", wb.contiguous())[0]
-            add("pre-demosaic", level, psnr(srgb_render(pre, wb), truth), time.perf_counter() - t)
-            a, b = prof.tensors()
-            sigma = sigma_map(pre[None], a[None], b[None])[0]
-            ref_name = f"reference-{level}"
-            if level.startswith("iso") and ref_name in shipped:
-                t = time.perf_counter()
-                out = run_network(load_model(ref_name), pre, sigma)
-                add("reference (own ISO)", level, psnr(srgb_render(out, wb), truth), time.perf_counter() - t)
-            if default is not None:
-                t = time.perf_counter()
-                out = run_network(default, pre, sigma)
-                add("default", level, psnr(srgb_render(out, wb), truth), time.perf_counter() - t)
-        print(f"image {i + 1}/{n} done", file=sys.stderr, flush=True)
-    means = {m: {lv: float(np.mean(v)) for lv, v in d.items()} for m, d in scores.items()}
-    seconds["crops"] = n
-    return means, seconds
+    for source in sources:
+        items = ev.scenes(source, n_images, crop)
+        for k, (name, scene) in enumerate(items):
+            for wb_name, wb in ev.WB_CONDITIONS.items():
+                cam = ev.camera_rgb(scene, wb)
+                truth = ev.render(cam, wb)
+                wbt = torch.tensor(wb)
+                for li, level in enumerate(levels):
+                    noisy = ev.noisy_mosaic(cam, level, seed=seed * 100_003 + 1000 * k + li)
+                    score = lambda out: ev.psnr(ev.render(out, wb), truth)  # noqa: E731
+                    mosaic_wb = (noisy * site_gains(wbt, "RGGB", noisy))[0, 0].numpy()
+                    t = time.perf_counter()
+                    out = colour_demosaic("menon", mosaic_wb) / wbt.reshape(3, 1, 1)
+                    add(source, wb_name, "Menon 2007", level, score(out), time.perf_counter() - t)
+                    t = time.perf_counter()
+                    out = libraw_aahd(noisy[0, 0].numpy(), np.asarray(wb)) / wbt.reshape(3, 1, 1)
+                    add(source, wb_name, "LibRaw AAHD", level, score(out), time.perf_counter() - t)
+                    t = time.perf_counter()
+                    out = demosaicnet_srgb(noisy[0, 0], wbt)
+                    add(source, wb_name, "demosaicnet", level, ev.psnr(out, truth), time.perf_counter() - t)
+                    if level in bm3d_levels:
+                        t = time.perf_counter()
+                        out = bm3d_menon(noisy, wb, level)
+                        add(source, wb_name, "BM3D + Menon", level, score(out), time.perf_counter() - t)
+                    t = time.perf_counter()
+                    out = ev.pre_demosaic(noisy, wb, "linear")
+                    add(source, wb_name, "pre-demosaic (linear)", level, score(out), time.perf_counter() - t)
+                    t = time.perf_counter()
+                    pre = ev.pre_demosaic(noisy, wb, "srgb")
+                    add(source, wb_name, "pre-demosaic (encoded)", level, score(pre), time.perf_counter() - t)
+                    for net_name, net in nets.items():
+                        t = time.perf_counter()
+                        out = ev.network(net, pre, wb, level)
+                        add(source, wb_name, f"nnraw {net_name}", level, score(out), time.perf_counter() - t)
+            print(f"{source}: image {k + 1}/{len(items)} done", file=sys.stderr, flush=True)
+        scores.setdefault(source, {})["_crops"] = len(items)
+    means = {src: {wb: (v if wb == "_crops" else {m: {lv: float(np.mean(x)) for lv, x in d.items()} for m, d in v.items()})
+                   for wb, v in per.items()} for src, per in scores.items()}
+    means["_seconds"] = seconds
+    return means
 
 
-def markdown_table(means: dict, levels: list[str]) -> str:
-    head = "| method | " + " | ".join(lv.replace("iso", "ISO ") for lv in levels) + " |"
-    sep = "|---|" + "---:|" * len(levels)
-    rows = [head, sep]
-    for m, d in means.items():
-        rows.append(f"| {m} | " + " | ".join(f"{d[lv]:.2f}" if lv in d else "-" for lv in levels) + " |")
-    return "\n".join(rows)
+def markdown_tables(means: dict, levels: list[str]) -> str:
+    """One table per (source, white balance): methods x levels, PSNR in dB; then, per level, the
+    default's margins over the acceptance references (worst cell over sources and white balances)."""
+    out = []
+    for source, per in means.items():
+        if source.startswith("_"):
+            continue
+        for wb, table in per.items():
+            if wb.startswith("_"):
+                continue
+            out.append(f"**{source}, {wb} white balance** ({per['_crops']} crops)\n")
+            out.append("| method | " + " | ".join(lv.replace("iso", "ISO ") for lv in levels) + " |")
+            out.append("|---|" + "---:|" * len(levels))
+            for m, d in table.items():
+                out.append(f"| {m} | " + " | ".join(f"{d[lv]:.2f}" if lv in d else "-" for lv in levels) + " |")
+            out.append("")
+    cells = [(src, wb, t) for src, per in means.items() if not src.startswith("_")
+             for wb, t in per.items() if not wb.startswith("_")]
+    if cells and "nnraw default" in cells[0][2]:
+        out.append("**nnraw default minus ..., worst cell over sources and white balances (dB)**\n")
+        out.append("| reference | " + " | ".join(lv.replace("iso", "ISO ") for lv in levels) + " |")
+        out.append("|---|" + "---:|" * len(levels))
+        for ref in ("pre-demosaic (encoded)", "demosaicnet", "BM3D + Menon", "Menon 2007", "LibRaw AAHD"):
+            row = []
+            for lv in levels:
+                diffs = [t["nnraw default"][lv] - t[ref][lv] for _, _, t in cells if lv in t.get(ref, {})]
+                row.append(f"{min(diffs):+.2f}" if diffs else "-")
+            out.append(f"| {ref} | " + " | ".join(row) + " |")
+    return "\n".join(out)
 
 
 def speed(tile: int = 1024, tiles: int = 2, threads: int = 2) -> str:
@@ -252,12 +282,15 @@ def speed(tile: int = 1024, tiles: int = 2, threads: int = 2) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None, dataset_factory=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", default="/work/cache/dataset", help="dataset folder (nnraw dataset build)")
-    p.add_argument("--images", type=int, default=12, help="validation crops to use")
-    p.add_argument("--crop", type=int, default=256, help="crop size (even)")
-    p.add_argument("--levels", nargs="+", default=LEVELS)
+    p.add_argument("--sources", nargs="+", default=["wikipedia", "skimage"], help="held-out image sources")
+    p.add_argument("--images", type=int, default=4, help="crops per source (one per image, spread)")
+    p.add_argument("--crop", type=int, default=192, help="crop size (even)")
+    p.add_argument("--levels", nargs="+", default=list(LEVELS))
+    p.add_argument("--bm3d-levels", nargs="*", default=["iso3200", "iso6400", "nvidia"],
+                   help="levels at which BM3D + Menon runs (slow: ~1 s per 100x100 plane)")
+    p.add_argument("--models", nargs="*", default=[], help="other shipped networks to score beside the default")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--speed", action="store_true", help="only time default vs demosaicnet (24 MP extrapolated)")
     args = p.parse_args(argv)
@@ -266,13 +299,14 @@ def main(argv: list[str] | None = None, dataset_factory=None) -> int:
         print(speed(threads=args.threads))
         return 0
     t = time.perf_counter()
-    means, seconds = evaluate(args.data, args.images, args.crop, args.levels, dataset_factory=dataset_factory)
-    n = seconds.pop("crops")
-    print(f"PSNR (dB) in sRGB, {BORDER} px border cropped; {n} validation crops of {args.crop} px "
-          f"(of {args.images} asked for); "
-          f"{time.strftime('%Y-%m-%d', time.gmtime())}; {time.perf_counter() - t:.0f} s\n")
-    print(markdown_table(means, args.levels))
-    print("\nseconds per method (all crops and levels): " +
+    means = evaluate(args.sources, args.images, args.crop, args.levels, args.bm3d_levels,
+                     extra_models=tuple(args.models))
+    seconds = means.pop("_seconds")
+    print(f"PSNR (dB) in sRGB, {BORDER} px border cropped; crops of {args.crop} px from held-out sources "
+          f"{', '.join(args.sources)}; {time.strftime('%Y-%m-%d', time.gmtime())}; "
+          f"{time.perf_counter() - t:.0f} s\n")
+    print(markdown_tables(means, args.levels))
+    print("\nseconds per method (all crops, white balances and levels): " +
           ", ".join(f"{m} {s:.1f}" for m, s in seconds.items()))
     return 0
 

@@ -1,0 +1,97 @@
+"""Quality guards for the shipped default network, on photos it never trained on.
+
+Two held-out image sources (nnraw.evaluate.HELD_OUT), three white balances (neutral, daylight,
+tungsten), four noise levels (ISO 100, 1600, 6400, the NVIDIA paper's): the protocol of
+bench/quality.py on a few small crops, so it runs in seconds.
+
+1. Never worse than its input: in every (source, white balance, level) cell the default's sRGB
+   PSNR is at least its own input's (the encoded pre-demosaic, ``--model none``) + MARGIN_DB.
+2. White-balance invariance: the same scenes under the three white balances give outputs whose
+   channel means stay within MAX_MEAN_SHIFT of the truth's (no colour cast), and at ISO 100, where
+   the three lights' different noise hardly matters, PSNRs within MAX_WB_SPREAD_DB of each other.
+   (At high ISO the lights differ in information, not only in rendering: tungsten's blue has 3x
+   fewer photons, so its PSNR is lower for any method; the cast is what the network must not add.)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from nnraw import evaluate
+
+MARGIN_DB = 0.3
+MAX_WB_SPREAD_DB = 0.15
+MAX_MEAN_SHIFT = 0.005
+LEVELS = ("iso100", "iso1600", "iso6400", "nvidia")
+CROP = 128
+CROPS_PER_SOURCE = 3
+
+
+@pytest.fixture(scope="module")
+def results() -> dict:
+    """{(source, wb, level): dict(default=[psnr...], input=[psnr...], shift=[Tensor[3]...])}."""
+    from nnraw.models import load_model
+
+    try:
+        sources = {s: evaluate.scenes(s, CROPS_PER_SOURCE, CROP) for s in evaluate.HELD_OUT}
+    except FileNotFoundError as exc:
+        pytest.skip(f"held-out photos not available ({exc}); ../shared/data must be beside the checkout")
+    torch.set_num_threads(2)
+    model = load_model("default")
+    out: dict = {}
+    for source, items in sources.items():
+        for k, (name, scene) in enumerate(items):
+            for wb_name, wb in evaluate.WB_CONDITIONS.items():
+                cam = evaluate.camera_rgb(scene, wb)
+                truth = evaluate.render(cam, wb)
+                for li, level in enumerate(LEVELS):
+                    noisy = evaluate.noisy_mosaic(cam, level, seed=1000 * k + li)   # same noise draw per WB
+                    pre = evaluate.pre_demosaic(noisy, wb)
+                    den = evaluate.network(model, pre, wb, level)
+                    cell = out.setdefault((source, wb_name, level), {"default": [], "input": [], "shift": []})
+                    cell["default"].append(evaluate.psnr(evaluate.render(den, wb), truth))
+                    cell["input"].append(evaluate.psnr(evaluate.render(pre, wb), truth))
+                    cell["shift"].append(evaluate.channel_mean_shift(den, cam))
+    return out
+
+
+def test_default_beats_its_input_in_every_cell(results, record_property):
+    worst = []
+    for (source, wb, level), cell in results.items():
+        d, i = float(np.mean(cell["default"])), float(np.mean(cell["input"]))
+        record_property(f"{source}/{wb}/{level}", f"default {d:.2f} dB, input {i:.2f} dB")
+        print(f"{source:9s} {wb:8s} {level:7s} default {d:6.2f}  input {i:6.2f}  gain {d - i:+.2f} dB")
+        if d < i + MARGIN_DB:
+            worst.append(f"{source}/{wb}/{level}: default {d:.2f} dB < input {i:.2f} + {MARGIN_DB}")
+    assert not worst, "the default network is not clearly better than its input in: " + "; ".join(worst)
+
+
+def test_white_balance_adds_no_colour_cast(results):
+    bad = []
+    for (source, wb, level), cell in results.items():
+        shift = torch.stack(cell["shift"]).mean(0)
+        if shift.abs().max() > MAX_MEAN_SHIFT:
+            bad.append(f"{source}/{wb}/{level}: channel means shifted by "
+                       + ", ".join(f"{c} {100 * v:+.2f} %" for c, v in zip("RGB", shift.tolist())))
+    assert not bad, "colour cast (channel mean shift > 0.5 % of the truth's): " + "; ".join(bad)
+
+
+def test_white_balance_invariance_at_low_iso(results):
+    for source in evaluate.HELD_OUT:
+        scores = {wb: float(np.mean(results[(source, wb, "iso100")]["default"])) for wb in evaluate.WB_CONDITIONS}
+        spread = max(scores.values()) - min(scores.values())
+        print(f"{source}: ISO 100 PSNR by white balance " + ", ".join(f"{k} {v:.2f}" for k, v in scores.items())
+              + f" (spread {spread:.2f} dB)")
+        assert spread <= MAX_WB_SPREAD_DB, f"{source}: ISO 100 PSNRs under {scores} differ by {spread:.2f} dB"
+
+
+def test_guard_detects_a_colour_cast():
+    """The guard's measure sees a +1 % blue cast that a network might add (so the test above can fail)."""
+    g = torch.Generator().manual_seed(0)
+    truth = torch.rand(3, 64, 64, generator=g) * 0.5 + 0.1
+    cast = truth * torch.tensor([1.0, 1.0, 1.01]).reshape(3, 1, 1)
+    shift = evaluate.channel_mean_shift(cast, truth)
+    assert shift[2] == pytest.approx(0.01, rel=1e-3) and shift[:2].abs().max() < 1e-9
+    assert shift.abs().max() > MAX_MEAN_SHIFT
