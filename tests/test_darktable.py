@@ -206,7 +206,9 @@ def _gui_command(tmp_path: Path, canon_dng: Path) -> list[str]:
     shutil.copyfile(canon_dng, raw)
     check = tmp_path / "gui_check.lua"
     check.write_text(GUI_CHECK.format(report=lua_string(str(tmp_path / "gui.tsv")), raw=lua_string(str(raw))))
-    return ["timeout", "600", "xvfb-run", "-a", "darktable", "--configdir", str(config),
+    # timeout inside xvfb-run: it then stops darktable itself (outside, it would stop xvfb-run alone and
+    # leave darktable running)
+    return ["xvfb-run", "-a", "timeout", "-k", "10", "300", "darktable", "--configdir", str(config),
             "--cachedir", str(tmp_path / "dt-cache"), "--library", ":memory:", "--conf", "write_sidecar_files=never",
             "--luacmd", f"dofile({lua_string(str(check))})"]
 
@@ -235,7 +237,7 @@ def test_darktable_42_host_install_plugin_then_start_converts(tmp_path, canon_dn
         pytest.skip("darktable or xvfb-run is not installed on this host (`make system-deps`)")
     argv = _gui_command(tmp_path, canon_dng)
     proc = subprocess.run(argv, capture_output=True, text=True, env=clean_env(PATH=_path_without_nnraw()),
-                          timeout=660)
+                          timeout=360)
     _check_gui(tmp_path, proc)
 
 
@@ -248,5 +250,5 @@ def test_darktable_50_chroot_install_plugin_then_start_converts(tmp_path, canon_
         pytest.skip(f"no Debian 13 chroot with darktable 5.0: {exc}")
     argv = _gui_command(tmp_path, canon_dng)
     # the chroot's PATH (/usr/sbin:/usr/bin:/sbin:/bin) has no nnraw; the recorded one runs through the binds
-    proc = run_in_chroot(root, argv, binds=[tmp_path, *python_binds()], timeout=660)
+    proc = run_in_chroot(root, argv, binds=[tmp_path, *python_binds()], timeout=360)
     _check_gui(tmp_path, proc)
