@@ -10,7 +10,7 @@ BUILD_DEPS := pybind11 scikit-build-core ninja "cmake>=3.28"
 APT_PACKAGES := libimage-exiftool-perl darktable xvfb xauth debootstrap
 SAMPLE := samples/canon550d_colorchart_crop.dng
 
-.PHONY: demo test test-fast install system-deps dev bench clean cuda-check cuda-build-check gpu-wheels
+.PHONY: demo test test-fast install wheel system-deps dev bench clean cuda-check cuda-build-check gpu-wheels
 
 $(VENV)/.deps-stamp: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,9 +21,19 @@ $(VENV)/.deps-stamp: pyproject.toml
 # Build and install nnraw (with its compiled ops) into the virtual environment.
 install: $(VENV)/.deps-stamp
 	@# a `make dev` build beside the sources would be copied into the wheel as well: remove it
-	rm -f python/nnraw/_C*.so
+	rm -f python/nnraw/_C*.so python/nnraw/_build_info.json
 	$(PIP) install -q --no-build-isolation ".[test]"
 	$(PY) -m nnraw.ops --check
+
+# The wheel a photographer installs (README "For photographers"): dist/nnraw-<version>-<tags>.whl with
+# the compiled ops (CUDA kernels too where this machine builds them, see NNRAW_CUDA), the weights and the
+# adapters; it requires exactly the torch it was compiled against. Shares build/<wheel tag>/ with
+# `make install`, so after it only the packing is new.
+DIST ?= dist
+wheel: $(VENV)/.deps-stamp
+	rm -f python/nnraw/_C*.so python/nnraw/_build_info.json
+	$(PIP) wheel -q --no-build-isolation --no-deps -w $(DIST) .
+	@ls -1 $(DIST)/nnraw-*.whl
 
 # Debian packages the tests use: exiftool, darktable (4.2 on Debian 12), Xvfb, debootstrap (for the
 # Debian 13 chroot with GIMP 3 and darktable 5). Installed only where missing.
@@ -59,7 +69,7 @@ bench: install
 	$(PY) bench/ops.py
 
 clean:
-	rm -rf build out python/nnraw/_C*.so
+	rm -rf build out dist python/nnraw/_C*.so python/nnraw/_build_info.json
 
 # Compile-only check of the CUDA kernels against the installed torch's headers (for machines with nvcc
 # but no CUDA torch/GPU): nvcc -c for sm_90 into build/cuda-check/. Not linked, not run.

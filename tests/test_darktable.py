@@ -10,12 +10,15 @@ with nnraw's or the shell's message, never be dropped.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from nnraw.install_plugin import LUARC_MARKED
 from plugin_env import REPO, clean_env, lua_string, python_binds, require_subcommand, write_nnraw_command
 
 SCRIPT = REPO / "plugins" / "darktable" / "nnraw.lua"
@@ -148,24 +151,64 @@ def test_darktable_50_chroot_converts_imports_and_groups(tmp_path, canon_dng):
 GUI_CHECK = """
 local dt = require "darktable"
 local f = assert(io.open({report}, "w"))
-local lib = dt.gui.libs["nnraw"]
+local lib = dt.gui.libs["nnraw"]     -- loaded by luarc, as darktable starts: nothing else was done
 f:write(table.concat({{tostring(lib ~= nil), lib and lib.name or "", tostring(lib and lib.visible),
   dt.gui.current_view().id, dt.preferences.read("nnraw", "executable", "string")}}, "\\t"), "\\n")
+local ok, err = pcall(function()
+  local nnraw = require "contrib/nnraw"    -- the script luarc loaded (package.loaded)
+  f:write("program\\t", nnraw.program(), "\\n")
+  local image = assert(dt.database.import({raw}), "import")
+  for _, r in ipairs(nnraw.convert_images({{image}})) do
+    f:write("convert\\t", tostring(r.ok), "\\t", r.output or "", "\\t", r.image and r.image.filename or "", "\\t",
+      ((tostring(r.error or "")):gsub("[\\t\\n]", " ")), "\\n")
+  end
+end)
+if not ok then f:write("lua-error\\t", tostring(err), "\\n") end
 f:close()
 dt.gui.action("global/quit", 0, "", "", 1.0)
 """
 
 
-def _gui_command(tmp_path: Path) -> list[str]:
-    """darktable with a GUI under Xvfb, the adapter installed by `nnraw install-plugin` and enabled in luarc."""
-    from nnraw.install_plugin import install
+def _nnraw_program() -> Path:
+    """This environment's `nnraw` console script (what a photographer runs)."""
+    exe = Path(sys.executable).with_name("nnraw")
+    if not exe.is_file():
+        pytest.skip(f"no `nnraw` program beside {sys.executable} (nnraw is not installed in this environment)")
+    return exe
 
+
+def _path_without_nnraw() -> str:
+    """PATH minus every folder holding an `nnraw`: the script must find nnraw without it."""
+    folders = [d for d in os.environ.get("PATH", "").split(os.pathsep) if d and not (Path(d) / "nnraw").exists()]
+    path = os.pathsep.join(folders)
+    assert shutil.which("nnraw", path=path) is None
+    return path
+
+
+def _install_cli(config: Path, *extra: str) -> subprocess.CompletedProcess:
+    """`nnraw install-plugin darktable --dest CONFIG`, run as a photographer would, nnraw not on PATH."""
+    proc = subprocess.run([str(_nnraw_program()), "install-plugin", "darktable", "--dest", str(config), *extra],
+                          capture_output=True, text=True, env=clean_env(PATH=_path_without_nnraw()), timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def _gui_command(tmp_path: Path, canon_dng: Path) -> list[str]:
+    """darktable with a GUI under Xvfb, on a fresh config folder where `nnraw install-plugin darktable`
+    (and nothing else) set the adapter up; a --luacmd check then converts a raw with it."""
     config = tmp_path / "dt-config"
-    install("darktable", config)
-    (config / "luarc").write_text('require "contrib/nnraw"\n')
+    proc = _install_cli(config)
+    print(proc.stdout)
+    assert (config / "luarc").read_text() == LUARC_MARKED + "\n", "luarc created, enabling the script"
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    raw = photos / "canon.dng"
+    shutil.copyfile(canon_dng, raw)
     check = tmp_path / "gui_check.lua"
-    check.write_text(GUI_CHECK.format(report=lua_string(str(tmp_path / "gui.tsv"))))
-    return ["timeout", "300", "xvfb-run", "-a", "darktable", "--configdir", str(config),
+    check.write_text(GUI_CHECK.format(report=lua_string(str(tmp_path / "gui.tsv")), raw=lua_string(str(raw))))
+    # timeout inside xvfb-run: it then stops darktable itself (outside, it would stop xvfb-run alone and
+    # leave darktable running)
+    return ["xvfb-run", "-a", "timeout", "-k", "10", "300", "darktable", "--configdir", str(config),
             "--cachedir", str(tmp_path / "dt-cache"), "--library", ":memory:", "--conf", "write_sidecar_files=never",
             "--luacmd", f"dofile({lua_string(str(check))})"]
 
@@ -173,25 +216,39 @@ def _gui_command(tmp_path: Path) -> list[str]:
 def _check_gui(tmp_path: Path, proc: subprocess.CompletedProcess) -> None:
     report = tmp_path / "gui.tsv"
     assert report.exists(), f"darktable ran no Lua check:\n{proc.stdout}\n{proc.stderr}"
-    row = report.read_text().rstrip("\n").split("\t")
-    print(row)
-    assert row == ["true", "nnraw", "true", "lighttable", "nnraw"], "module shown in the lighttable, preferences registered"
+    rows = [line.split("\t") for line in report.read_text().splitlines()]
+    print(rows)
+    assert rows[0] == ["true", "nnraw", "true", "lighttable", ""], \
+        "module loaded from luarc and shown in the lighttable, preferences registered (program not set)"
+    assert rows[1] == ["program", str(_nnraw_program().absolute())], "the script runs the nnraw that installed it"
+    raw_dng = tmp_path / "photos" / "canon-nnraw.dng"
+    assert rows[2] == ["convert", "true", str(raw_dng), raw_dng.name, ""], rows[2]
+    assert raw_dng.stat().st_size > 0
     assert "LUA ERROR" not in proc.stdout + proc.stderr
 
+    config = tmp_path / "dt-config"
+    out = _install_cli(config, "--uninstall").stdout
+    assert not (config / "luarc").exists(), f"luarc did not exist before: it is removed again\n{out}"
+    assert not (config / "lua").exists(), out
 
-def test_darktable_42_host_gui_shows_the_module(tmp_path):
+
+def test_darktable_42_host_install_plugin_then_start_converts(tmp_path, canon_dng):
     if shutil.which("darktable") is None or shutil.which("xvfb-run") is None:
         pytest.skip("darktable or xvfb-run is not installed on this host (`make system-deps`)")
-    proc = subprocess.run(_gui_command(tmp_path), capture_output=True, text=True, env=clean_env(), timeout=330)
+    argv = _gui_command(tmp_path, canon_dng)
+    proc = subprocess.run(argv, capture_output=True, text=True, env=clean_env(PATH=_path_without_nnraw()),
+                          timeout=360)
     _check_gui(tmp_path, proc)
 
 
-def test_darktable_50_chroot_gui_shows_the_module(tmp_path):
+def test_darktable_50_chroot_install_plugin_then_start_converts(tmp_path, canon_dng):
     from chroot import ChrootUnavailable, ensure_chroot, run_in_chroot
 
     try:
         root = ensure_chroot()
     except ChrootUnavailable as exc:
         pytest.skip(f"no Debian 13 chroot with darktable 5.0: {exc}")
-    proc = run_in_chroot(root, _gui_command(tmp_path), binds=[tmp_path], timeout=330)
+    argv = _gui_command(tmp_path, canon_dng)
+    # the chroot's PATH (/usr/sbin:/usr/bin:/sbin:/bin) has no nnraw; the recorded one runs through the binds
+    proc = run_in_chroot(root, argv, binds=[tmp_path, *python_binds()], timeout=360)
     _check_gui(tmp_path, proc)

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from nnraw.cli import main
-from nnraw.install_plugin import default_config_dir, install, plugins_dir, uninstall
+from nnraw.install_plugin import (LUARC_BACKUP, LUARC_LINE, LUARC_MARKED, default_config_dir, install, plugins_dir,
+                                  uninstall)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,17 +43,87 @@ def test_default_folders_follow_xdg_config_home(monkeypatch, tmp_path):
 
 def test_darktable_install_and_uninstall_via_cli(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    config = tmp_path / "darktable"
     assert main(["install-plugin", "darktable"]) == 0
-    target = tmp_path / "darktable" / "lua" / "contrib" / "nnraw.lua"
+    target = config / "lua" / "contrib" / "nnraw.lua"
     assert target.read_bytes() == (REPO / "plugins" / "darktable" / "nnraw.lua").read_bytes()
+    # the nnraw that ran the installer (this environment's console script) is what the script will run
+    recorded = target.with_name("nnraw-program.txt").read_text().strip()
+    assert recorded == str(Path(sys.executable).with_name("nnraw").absolute()) and os.access(recorded, os.X_OK)
+    # no luarc before: created, holding just the marked line
+    assert (config / "luarc").read_text() == LUARC_MARKED + "\n" and LUARC_MARKED.startswith('require "contrib/nnraw"')
+    assert not (config / LUARC_BACKUP).exists()
     out = capsys.readouterr().out
-    assert f"installed {target}" in out and 'require "contrib/nnraw"' in out and str(tmp_path / "darktable" / "luarc") in out
+    assert f"installed {target}" in out and f"added  {LUARC_LINE}  to {config / 'luarc'} (created it)" in out
+    assert f"runs {recorded}" in out, out
 
     assert main(["install-plugin", "darktable", "--uninstall"]) == 0
-    assert not target.exists()
-    assert f"removed {target}" in capsys.readouterr().out
+    assert not config.exists() or not any(config.iterdir()), "everything the installer created is gone"
+    out = capsys.readouterr().out
+    assert f"removed {target}" in out and "took the line" in out and "removed the file" in out
     assert main(["install-plugin", "darktable", "--uninstall"]) == 0
     assert "no darktable adapter installed" in capsys.readouterr().out
+
+
+LUARC_ORIGINAL = b'-- my darktable settings\r\nrequire "contrib/gimp"\n-- require "contrib/nnraw"\nrequire "official/selection_to_pdf"'
+
+
+def test_darktable_luarc_edit_is_idempotent_and_undone_byte_for_byte(tmp_path):
+    config = tmp_path / "dt"
+    config.mkdir()
+    luarc = config / "luarc"
+    luarc.write_bytes(LUARC_ORIGINAL)     # no final newline, a CRLF line, a commented-out require
+    luarc.chmod(0o600)
+    install("darktable", config)
+    first = luarc.read_bytes()
+    assert first == LUARC_ORIGINAL + b"\n" + LUARC_MARKED.encode() + b"\n", "appended on its own line, rest kept"
+    assert (config / LUARC_BACKUP).read_bytes() == LUARC_ORIGINAL
+    install("darktable", config)          # again: nothing more added, the first backup kept
+    assert luarc.read_bytes() == first
+    assert (config / LUARC_BACKUP).read_bytes() == LUARC_ORIGINAL
+    uninstall("darktable", config)
+    assert luarc.read_bytes() == LUARC_ORIGINAL
+    assert stat.S_IMODE(luarc.stat().st_mode) == 0o600
+    assert sorted(p.name for p in config.iterdir()) == ["luarc"], "backup, script and its folders removed"
+
+
+def test_darktable_luarc_edited_after_install_loses_only_the_added_line(tmp_path):
+    config = tmp_path / "dt"
+    config.mkdir()
+    (config / "luarc").write_text('require "contrib/gimp"\n')
+    install("darktable", config)
+    with open(config / "luarc", "a") as f:
+        f.write('require "contrib/hugin"\n')
+    uninstall("darktable", config)
+    assert (config / "luarc").read_text() == 'require "contrib/gimp"\nrequire "contrib/hugin"\n'
+
+
+def test_darktable_luarc_already_requiring_the_script_is_left_alone(tmp_path, capsys):
+    config = tmp_path / "dt"
+    config.mkdir()
+    (config / "luarc").write_bytes(b"require('contrib/nnraw')\n")
+    assert main(["install-plugin", "darktable", "--dest", str(config)]) == 0
+    assert (config / "luarc").read_bytes() == b"require('contrib/nnraw')\n"
+    assert not (config / LUARC_BACKUP).exists()
+    assert "already loads the script" in capsys.readouterr().out
+    assert main(["install-plugin", "darktable", "--dest", str(config), "--uninstall"]) == 0
+    assert (config / "luarc").read_bytes() == b"require('contrib/nnraw')\n", "a line nnraw did not add stays"
+    assert "did not add: remove it yourself" in capsys.readouterr().out
+
+
+def test_darktable_with_script_manager_is_enabled_there_not_in_luarc(tmp_path, capsys):
+    config = tmp_path / "dt"
+    (config / "lua" / "tools").mkdir(parents=True)
+    (config / "lua" / "tools" / "script_manager.lua").write_text("-- lua-scripts' script manager\n")
+    (config / "luarc").write_text('require "tools/script_manager"\n')
+    assert main(["install-plugin", "darktable", "--dest", str(config)]) == 0
+    assert (config / "luarc").read_text() == 'require "tools/script_manager"\n'
+    out = capsys.readouterr().out
+    assert "script manager" in out and 'start "nnraw"' in out and "contrib" in out
+    assert (config / "lua" / "contrib" / "nnraw.lua").is_file()
+    uninstall("darktable", config)
+    assert not (config / "lua" / "contrib").exists()
+    assert (config / "lua" / "tools" / "script_manager.lua").is_file()
 
 
 def test_gimp_install_is_executable_and_names_this_nnraw(tmp_path):

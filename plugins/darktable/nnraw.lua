@@ -2,16 +2,24 @@
   nnraw for darktable: turn the selected raws into clean, demosaiced, still-linear DNGs with the
   `nnraw` command line, import each DNG and group it with its raw.
 
-  copyright (c) 2026 the nnraw authors; MIT licence (see nnraw's LICENSE)
+  copyright (c) 2026 the nnraw authors; MIT licence (see nnraw's pyproject.toml)
+
+  INSTALL (nnraw is not on PyPI: install the wheel built from its sources, see its README.md,
+  "For photographers")
+    * pipx install nnraw-<version>-<tags>.whl          (puts `nnraw` on PATH; or pip install --user)
+    * nnraw install-plugin darktable                   (then restart darktable)
+      It copies this file to ~/.config/darktable/lua/contrib/nnraw.lua, adds the line
+      require "contrib/nnraw"   to ~/.config/darktable/luarc (a backup of luarc is kept) and records
+      the path of that nnraw in lua/contrib/nnraw-program.txt, which this script runs, so nnraw need not
+      be on darktable's PATH. `nnraw install-plugin darktable --uninstall` takes it all back.
+      With lua-scripts' script manager, luarc is left alone: start "nnraw" (folder "contrib") there.
+    * by hand: copy this file there and add the require line yourself.
 
   USAGE
-    * install nnraw (`pip install nnraw`) and run `nnraw install-plugin darktable`, or copy this file
-      to ~/.config/darktable/lua/contrib/nnraw.lua
-    * add the line   require "contrib/nnraw"   to ~/.config/darktable/luarc
-      (or start it from the script manager if lua-scripts is installed)
     * lighttable: select raws, press "convert to DNG" in the nnraw module (right panel), or assign a
       shortcut to "nnraw: convert selected raws to DNG" (preferences > shortcuts > lua scripts)
-    * settings: preferences > lua options (nnraw program, model, output folder, overwrite, group leader)
+    * settings: preferences > lua options (nnraw program, model, output folder, overwrite, group leader);
+      "nnraw: program" empty = the nnraw recorded at install, else `nnraw` from PATH
 
   The script only runs the `nnraw` command line (`nnraw convert --json`); it contains no image code.
   It works with darktable 4.2 (Lua API 9.0) and later, with or without lua-scripts' lib/dtutils.
@@ -31,7 +39,7 @@ script_data.metadata = {
   name = "nnraw",
   purpose = "demosaic and denoise raws into linear DNGs with the nnraw command line",
   author = "nnraw authors",
-  help = "https://github.com/nnraw/nnraw/blob/main/docs/PLUGINS.md",
+  help = "docs/PLUGINS.md in nnraw's sources",
 }
 script_data.destroy = nil
 script_data.destroy_method = nil
@@ -71,6 +79,35 @@ local is_windows = dt.configuration.running_os == "windows"
 local has_gui = dt.configuration.has_gui and dt.gui ~= nil
 
 -- ---------------------------------------------------------------------------------------------
+-- which nnraw to run: the "nnraw: program" preference when set, else the program that
+-- `nnraw install-plugin darktable` recorded in nnraw-program.txt beside this file, else PATH
+-- ---------------------------------------------------------------------------------------------
+
+local PROGRAM_FILE = "nnraw-program.txt"
+
+-- the folder of this file ("@/home/me/.config/darktable/lua/contrib/nnraw.lua" -> ".../contrib")
+local script_folder = (function()
+  local source = debug and debug.getinfo and debug.getinfo(1, "S").source or ""
+  local folder = source:sub(1, 1) == "@" and source:sub(2):match("^(.*)[/\\][^/\\]*$")
+  return folder or (dt.configuration.config_dir .. "/lua/contrib")
+end)()
+
+--- The nnraw program recorded at install time, or nil.
+local function installed_program()
+  local f = io.open(script_folder .. (is_windows and "\\" or "/") .. PROGRAM_FILE, "r")
+  if not f then return nil end
+  local path = (f:read("l") or ""):match("^%s*(.-)%s*$")
+  f:close()
+  return path ~= "" and path or nil
+end
+
+--- The program to run, given the preference's value ("" or the bare word nnraw: not set).
+local function program_for(preference)
+  if preference ~= "" and preference ~= "nnraw" then return preference end
+  return installed_program() or "nnraw"
+end
+
+-- ---------------------------------------------------------------------------------------------
 -- preferences (preferences > lua options)
 -- ---------------------------------------------------------------------------------------------
 
@@ -78,7 +115,7 @@ local has_gui = dt.configuration.has_gui and dt.gui ~= nil
 -- Every preference defaults to "" or false, so reading an unregistered one gives its default.
 local function register_preferences()
   dt.preferences.register(MODULE, "executable", "string", _("nnraw: program"),
-    _("the nnraw command: its full path, or just nnraw to find it on PATH"), "nnraw")
+    _("the nnraw command's full path; empty = the nnraw that `nnraw install-plugin darktable` recorded, else nnraw from PATH"), "")
   dt.preferences.register(MODULE, "model", "string", _("nnraw: model"),
     _("network model name (see `nnraw info`); empty = nnraw's default; none = classic demosaic only"), "")
   dt.preferences.register(MODULE, "output_folder", "string", _("nnraw: output folder"),
@@ -93,7 +130,7 @@ local function settings()
   local function str(name)
     return (dt.preferences.read(MODULE, name, "string") or ""):match("^%s*(.-)%s*$")
   end
-  local exe = str("executable")
+  local exe = program_for(str("executable"))
   return {
     executable = exe ~= "" and exe or "nnraw",
     model = str("model"),
@@ -461,5 +498,6 @@ end
 script_data.convert_images = convert_images
 script_data.shell_quote = shell_quote
 script_data.json_decode = json_decode
+script_data.program = function() return settings().executable end
 
 return script_data

@@ -26,11 +26,22 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
 def _run_info(args: argparse.Namespace) -> int:
     import json
 
+    try:
+        import torch  # noqa: F401
+    except ImportError as exc:
+        from nnraw._build import recorded_build
+
+        built = (recorded_build() or {}).get("torch")
+        need = f"torch=={built.split('+')[0]}" if built else "torch"
+        print(f"nnraw {nnraw.__version__}: torch cannot be imported ({exc}); this nnraw needs {need}: "
+              f"`pip install {need}` into the environment that runs nnraw", file=sys.stderr)
+        return 1
     from nnraw.ops._library import build_info, format_build_info
 
     info = build_info()
     print(json.dumps(info, indent=2) if args.json else format_build_info(info))
-    return 0
+    # exit status 1 when the compiled ops were built for another torch (they cannot load)
+    return 1 if info["torch_mismatch"] else 0
 
 
 def _add_convert(sub: argparse._SubParsersAction) -> None:

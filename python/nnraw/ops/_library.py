@@ -11,17 +11,24 @@ import warnings
 
 import torch
 
-try:
-    from nnraw import _C  # noqa: F401  (registers torch.ops.nnraw.*)
+from nnraw._build import recorded_build, torch_mismatch
 
-    HAVE_COMPILED = True
-    BUILT_WITH_CUDA = bool(_C.built_with_cuda())  # a constant: torch.compile can't trace pybind11 calls
-    _IMPORT_ERROR: str | None = None
-except ImportError as exc:  # pragma: no cover - exercised only without a build
-    _C = None
-    HAVE_COMPILED = False
-    BUILT_WITH_CUDA = False
-    _IMPORT_ERROR = str(exc)
+# Checked before the import: a library built for another torch fails to load with undefined symbols
+# at best; say which torch it needs instead.
+BUILD = recorded_build()
+TORCH_MISMATCH = torch_mismatch(BUILD, torch.__version__, torch.version.cuda)
+_C = None
+HAVE_COMPILED = False
+BUILT_WITH_CUDA = False
+_IMPORT_ERROR: str | None = TORCH_MISMATCH
+if TORCH_MISMATCH is None:
+    try:
+        from nnraw import _C  # noqa: F401  (registers torch.ops.nnraw.*)
+
+        HAVE_COMPILED = True
+        BUILT_WITH_CUDA = bool(_C.built_with_cuda())  # a constant: torch.compile can't trace pybind11 calls
+    except ImportError as exc:  # pragma: no cover - exercised only without a build
+        _IMPORT_ERROR = str(exc)
 
 _warned = False
 
@@ -71,6 +78,8 @@ def build_info() -> dict:
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,
         "compiled_library": HAVE_COMPILED,
+        "built_for_torch": BUILD.get("torch") if BUILD else None,
+        "torch_mismatch": TORCH_MISMATCH,
         "library_path": getattr(_C, "__file__", None),
         "built_with_cuda": BUILT_WITH_CUDA,
         "cuda_available": torch.cuda.is_available(),
@@ -87,7 +96,8 @@ def build_info() -> dict:
 def format_build_info(info: dict | None = None) -> str:
     info = info or build_info()
     lines = [
-        f"nnraw {info['nnraw']}  (torch {info['torch']}, torch CUDA {info['torch_cuda'] or 'none'})",
+        f"nnraw {info['nnraw']}  (torch {info['torch']}, torch CUDA {info['torch_cuda'] or 'none'};"
+        f" built for torch {info.get('built_for_torch') or 'unknown'})",
         f"compiled library: {info['library_path'] if info['compiled_library'] else 'MISSING - ' + str(info.get('import_error'))}",
         f"CUDA kernels compiled: {'yes' if info['built_with_cuda'] else 'no'};  CUDA device available: "
         f"{'yes' if info['cuda_available'] else 'no'};  CPU threads: {info['cpu_threads']}",
@@ -95,4 +105,7 @@ def format_build_info(info: dict | None = None) -> str:
     ]
     for op, keys in info["kernels"].items():
         lines.append(f"  {op:28s} {', '.join(keys) if keys else '(reference fallback)'}")
+    if info.get("torch_mismatch"):
+        lines.append(f"PROBLEM: {info['torch_mismatch']}")
+        lines.append("(until then nnraw runs, slower, on the pure-PyTorch references of its ops)")
     return "\n".join(lines)
