@@ -288,6 +288,7 @@ def test_noise_profile_choice_order(tmp_path):
 
 @pytest.mark.parametrize("config", [
     {"architecture": "half_res_residual", "params": {"channels": 16, "depth": 4}},
+    {"architecture": "half_res_residual", "params": {"channels": 16, "depth": 4, "dilations": [1, 2, 4, 1]}},
     {"architecture": "reference", "params": {}},
 ])
 def test_shipped_architectures_tile_exactly(config):

@@ -286,7 +286,9 @@ def denoise_rgb_array(rgb_linear: np.ndarray, *, iso: float | None = None, stren
     if not resample_bayer:
         out = run_tiled(net, x, sigma, tile=tile, device=dev)
         return out[0].numpy().transpose(1, 2, 0)
-    return _denoise_bayer_resampled(net, x, sigma, tile, dev, wb, domain)[0].numpy().transpose(1, 2, 0)
+    # the pre-demosaic the network was trained on: encoded for the white-balanced networks, linear for the seed's
+    pre_domain = "linear" if domain == "linear" else "srgb"
+    return _denoise_bayer_resampled(net, x, sigma, tile, dev, wb, pre_domain)[0].numpy().transpose(1, 2, 0)
 
 
 #: Typical as-shot white-balance gains (R, G, B) of camera RGB: the middle of the training data's range
