@@ -195,6 +195,12 @@ def _dng_colour_tags(path: Path) -> dict:
                 aa = _numbers(ptags[50829])
                 if len(aa) == 4:
                     out["active_area"] = tuple(int(round(v)) for v in aa)
+            if 50714 in ptags and 50713 in ptags and 50715 not in ptags and 50716 not in ptags:
+                dims, levels = _numbers(ptags[50713]), _numbers(ptags[50714])   # no BlackLevelDeltaH/V
+                if dims == [2, 2] and len(levels) == 4:
+                    out["black_2x2"] = np.array(levels).reshape(2, 2)
+                elif dims == [1, 1] and len(levels) == 1:
+                    out["black_2x2"] = np.full((2, 2), levels[0])
             if 50720 in ptags:
                 origin = _numbers(ptags[50719]) if 50719 in ptags else [0.0, 0.0]
                 size = _numbers(ptags[50720])
@@ -358,6 +364,7 @@ def read_raw(path: str | Path) -> RawImage:
             visible = np.array(r.raw_image_visible, dtype=np.uint16)
             colours = np.array(r.raw_colors_visible[:2, :2])
             margins = (int(r.sizes.top_margin), int(r.sizes.left_margin))
+            own_active_area = False
             if "active_area" in tags:
                 # LibRaw moves an ActiveArea that starts at an odd row/column to the next even one
                 # and drops that row/column: take the DNG's own ActiveArea from the stored image
@@ -370,6 +377,7 @@ def read_raw(path: str | Path) -> RawImage:
                     visible = np.array(full[top:bottom, left:right], dtype=np.uint16)
                     colours = np.array([[colours[(top + dy - margins[0]) % 2, (left + dx - margins[1]) % 2]
                                          for dx in (0, 1)] for dy in (0, 1)])
+                    own_active_area = True
                 del full
             black_per_channel = np.array(r.black_level_per_channel, dtype=np.float64)
             white = float(r.white_level)
@@ -391,6 +399,10 @@ def read_raw(path: str | Path) -> RawImage:
     h, w = visible.shape[0] // 2 * 2, visible.shape[1] // 2 * 2
     mosaic = visible[:h, :w]   # whole 2x2 cells (a view) for the statistics code; convert uses `visible`
     black_levels = black_per_channel[colours]
+    if own_active_area and "black_2x2" in tags:
+        # LibRaw also lays a 2x2 BlackLevel out from its moved origin; the DNG's is relative to the
+        # ActiveArea's (ours)
+        black_levels = tags["black_2x2"]
     if not white > black_levels.max():
         raise RawReadError(path, f"white level {white:g} is not above the black levels {black_levels.tolist()}")
 
