@@ -198,3 +198,21 @@ def test_darktable_50_reads_the_cfa_dng_as_bayer(tmp_path, pattern):
     assert "darktable 5." in version.stdout, version.stdout + version.stderr
     proc = run_in_chroot(root, _dt_command(out, tmp_path), binds=[tmp_path], timeout=330)
     _check_darktable_render(tmp_path / (out.stem + "-dt.tif"), src, proc)
+
+
+@pytest.mark.parametrize("kind", ["linear", "cfa"])
+def test_a_455x301_raw_comes_back_455x301_through_the_network(tmp_path, kind):
+    """The issue's example (it came back 454x300): odd width and height, the shipped default network."""
+    src = write_bayer_dng(tmp_path / "odd.dng", pattern="GRBG", size=(301, 455), neutral=(0.45, 1.0, 0.65))
+    out = tmp_path / "odd-nnraw.dng"
+    result = convert_file(src.path, out, kind=kind, iso=800, device="cpu")
+    assert result.ok, result.error
+    if kind == "cfa":
+        pattern, mosaic = rawpy_pattern(out)
+        assert pattern == "GRBG" and mosaic.shape == (301, 455)
+    else:
+        with tifffile.TiffFile(out) as tif:
+            assert tif.pages[0].pages[0].shape == (301, 455, 3)
+    rgb = grey_patch_rgb(rawpy_render(out), src.grey_box)
+    assert rgb.max() / rgb.min() < 1.03, rgb
+    assert exiftool_warnings(out) == []
