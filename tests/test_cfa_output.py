@@ -91,6 +91,23 @@ def test_every_pixel_kept_round_trip_and_no_colour_cast(tmp_path, pattern, layou
         assert rgb.min() > 500 and rgb.max() / rgb.min() < 1.03, (path.name, rgb)
 
 
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_clipped_highlights_keep_the_source_samples(tmp_path, pattern):
+    """Where the sensor clipped (green just below white beside clipped red: nnraw.highlights raises that
+    green), the CFA output keeps the raw's own samples, so --model none stays within 1 DN."""
+    from nnraw.raw import read_raw
+
+    h, w = 40, 56
+    scene = np.full((h, w, 3), 0.3)
+    scene[10:30, 12:44] = (1.0, 0.9995, 0.6)              # red clipped, green at 99.95 % of white
+    src = write_bayer_dng(tmp_path / "hl.dng", pattern=pattern, scene=scene, neutral=(0.5, 1.0, 0.7),
+                          black=(512, 512, 512, 512), white=15000)
+    out = tmp_path / "hl-cfa.dng"
+    assert convert_file(src.path, out, model="none", kind="cfa").ok
+    _, mosaic = rawpy_pattern(out)
+    assert np.abs(mosaic.astype(np.int32) - read_raw(src.path).visible).max() <= 1
+
+
 def test_cfa_dng_keeps_the_source_layout_and_metadata(tmp_path):
     src = write_bayer_dng(tmp_path / "src.dng", pattern="GBRG", size=(64, 96), black=(500, 510, 520, 530),
                           white=16000, neutral=(0.4, 1.0, 0.8), orientation=6, make="Acme", model="Bayer 1")

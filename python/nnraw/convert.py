@@ -184,7 +184,7 @@ def write_dng(path: Path, rgb: torch.Tensor, raw, preview: np.ndarray, *, softwa
         meta.software = software
     if kind == "cfa":
         write_cfa_dng_file(path, rgb, meta=meta, preview=preview, pattern=raw.pattern,
-                           black_levels=raw.black_levels, white_level=raw.white_level)
+                           black_levels=raw.black_levels, white_level=raw.white_level, source=raw.visible)
     elif kind == "linear":
         write_dng_file(path, rgb, meta=meta, preview=preview)
     else:

@@ -235,13 +235,22 @@ def _crop_tags(meta: DngMetadata, w: int, h: int) -> list[tuple]:
     return [(50719, _LONG, 2, [int(x0), int(y0)], True), (50720, _LONG, 2, [int(cw), int(ch)], True)]
 
 
-def sample_cfa(rgb, pattern: str, black_levels, white_level: float) -> np.ndarray:
+#: Sites whose source sample is at least this fraction of the way from black to white are clipped
+#: (nnraw.highlights uses the same threshold): the CFA output keeps the source's own value there.
+CLIPPED_FRACTION = 0.999
+
+
+def sample_cfa(rgb, pattern: str, black_levels, white_level: float, source: np.ndarray | None = None) -> np.ndarray:
     """Camera RGB [1, 3, H, W] (0 = black, 1 = white) -> uint16 [H, W] Bayer mosaic in raw units.
 
     Each site keeps the channel its CFA colour records (``pattern`` = colours of the top-left 2x2
     block), scaled back to the source's levels: ``clip(round(black + x * (white - black)), 0, white)``,
     evaluated in float64. Values above white (recovered highlights) store as white (clipped, as the
-    sensor was); values below black (noise) are kept down to 0.
+    sensor was); values below black (noise) are kept down to 0. With ``source`` (the raw's own
+    uint16 [H, W] mosaic), sites where the sensor clipped (at least :data:`CLIPPED_FRACTION` of the
+    way to white) keep the source's value: there is no noise to remove there, and an editor's
+    highlight reconstruction needs the real clipped samples (highlight recovery before the network
+    may have raised green there).
     """
     arr = rgb.detach().cpu().numpy() if hasattr(rgb, "detach") else np.asarray(rgb)
     if arr.ndim == 4 and arr.shape[0] == 1:
@@ -261,6 +270,14 @@ def sample_cfa(rgb, pattern: str, black_levels, white_level: float) -> np.ndarra
         b = black[dy, dx]
         x = arr["RGB".index(colour), dy::2, dx::2].astype(np.float64)
         out[dy::2, dx::2] = np.clip(np.rint(b + x * (white - b)), 0.0, white)
+    if source is not None:
+        if source.shape != (h, w):
+            raise ValueError(f"write_cfa_dng: source mosaic {list(source.shape)} differs from the image {[h, w]}")
+        for dy in (0, 1):
+            for dx in (0, 1):
+                src = source[dy::2, dx::2]
+                clipped = src >= black[dy, dx] + CLIPPED_FRACTION * (white - black[dy, dx])
+                out[dy::2, dx::2][clipped] = src[clipped]
     return out
 
 
@@ -272,7 +289,7 @@ def _level_tag(code: int, values) -> tuple:
 
 
 def write_cfa_dng_file(path: str | Path, rgb, *, meta: DngMetadata, preview: np.ndarray, pattern: str,
-                       black_levels, white_level: float) -> None:
+                       black_levels, white_level: float, source: np.ndarray | None = None) -> None:
     """Write a Bayer (CFA) DNG to ``path`` directly (not atomic): the image sampled at the CFA sites.
 
     Args:
@@ -284,10 +301,11 @@ def write_cfa_dng_file(path: str | Path, rgb, *, meta: DngMetadata, preview: np.
         pattern: CFA colours of the top-left 2x2 block ("RGGB", "BGGR", "GRBG" or "GBRG").
         black_levels: [2, 2] black level at each position of the 2x2 block (raw units).
         white_level: saturation value (raw units, <= 65535).
+        source: the raw's own mosaic [H, W]: clipped sites keep its values (see :func:`sample_cfa`).
     """
     import tifffile
 
-    mosaic = sample_cfa(rgb, pattern, black_levels, white_level)
+    mosaic = sample_cfa(rgb, pattern, black_levels, white_level, source)
     h, w = mosaic.shape
     preview = np.ascontiguousarray(preview)
     if preview.dtype != np.uint8 or preview.ndim != 3 or preview.shape[2] != 3:
