@@ -486,10 +486,12 @@ def normalise(raw: RawImage, *, whole: bool = False) -> torch.Tensor:
     Returns:
         Tensor[1, 1, H, W] float32.
     """
-    src = raw.visible if whole else raw.mosaic
+    src = getattr(raw, "visible", None) if whole else None
+    src = raw.mosaic if src is None else src
     h, w = src.shape
-    black = raw.black_levels.astype(np.float32)
-    scale = (1.0 / (raw.white_level - raw.black_levels)).astype(np.float32)
+    levels = np.asarray(raw.black_levels, dtype=np.float64).reshape(2, 2)
+    black = levels.astype(np.float32)
+    scale = (1.0 / (raw.white_level - levels)).astype(np.float32)
     out = np.empty((h, w), np.float32)
     for dy in (0, 1):
         for dx in (0, 1):
