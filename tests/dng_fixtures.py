@@ -85,6 +85,7 @@ def write_bayer_dng(
     seed: int = 0,
     repeat: tuple[int, int] = (1, 1),
     extra_tags: list[tuple] = (),
+    scene: np.ndarray | None = None,
 ) -> SyntheticRaw:
     """Write an uncompressed uint16 Bayer CFA DNG (image in IFD0, as Magic Lantern writes them).
 
@@ -98,11 +99,17 @@ def write_bayer_dng(
             the visible size is then ``size * repeat``.
         extra_tags: more tifffile extratags ``(code, type, count, value, True)``; one with the code of
             a default tag replaces it.
+        scene: [H, W, 3] camera RGB in [0, 1] to mosaic instead of the synthetic scene (``size`` is
+            then its shape; ``grey_box`` is the whole image).
     """
-    h, w = size
     black_2x2 = np.asarray(black, dtype=np.float64).reshape(2, 2)
     neutral = np.asarray(neutral, dtype=np.float64) / neutral[1]
-    scene, box = synthetic_scene(h, w, neutral, seed)
+    if scene is None:
+        h, w = size
+        scene, box = synthetic_scene(h, w, neutral, seed)
+    else:
+        h, w = scene.shape[:2]
+        box = (0, h, 0, w)
     mosaic = mosaic_of(scene, pattern, black_2x2, white)
     if repeat != (1, 1):
         scene, mosaic = np.tile(scene, (*repeat, 1)), np.tile(mosaic, repeat)

@@ -150,7 +150,15 @@ def _bad_input(kind: str, folder: Path) -> tuple[Path, str]:
 
         path = folder / "holiday.NEF"
         Image.fromarray(np.full((40, 60, 3), 90, np.uint8)).save(path, format="JPEG")
-        return path, r"holiday\.NEF: not a raw file"
+        return path, r"holiday\.NEF: not a raw file: it is a JPEG image"
+    if kind == "empty":
+        path = folder / "empty.CR2"
+        path.write_bytes(b"")
+        return path, r"empty\.CR2: empty file \(0 bytes\): not a raw file"
+    if kind == "text":
+        path = folder / "readme.NEF"
+        path.write_text("these are not the pixels you are looking for\n")
+        return path, r"readme\.NEF: not a raw file: it is a text file"
     if kind == "headerless":  # LibRaw "opens" any file of this size (1024 x 768 x 8 bit) by guessing
         path = folder / "dump.RAW"
         path.write_bytes(np.random.default_rng(4).integers(0, 256, 1024 * 768, dtype=np.uint8).tobytes())
@@ -166,7 +174,7 @@ def _bad_input(kind: str, folder: Path) -> tuple[Path, str]:
     raise AssertionError(kind)
 
 
-@pytest.mark.parametrize("kind", ["truncated", "corrupt", "headerless", "jpeg", "monochrome", "linear"])
+@pytest.mark.parametrize("kind", ["truncated", "corrupt", "headerless", "jpeg", "empty", "text", "monochrome", "linear"])
 def test_bad_input_fails_alone_in_a_batch(tmp_path, capsys, kind):
     inputs = tmp_path / "in"
     inputs.mkdir()

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 
 from nnraw.install_plugin import LUARC_MARKED
+from test_dng import exiftool_tags
+
 from plugin_env import REPO, clean_env, lua_string, python_binds, require_subcommand, write_nnraw_command
 
 SCRIPT = REPO / "plugins" / "darktable" / "nnraw.lua"
@@ -53,6 +55,11 @@ local ok, err = pcall(function()
   dt.preferences.write("nnraw", "executable", "string", {nnraw})
   dt.preferences.write("nnraw", "raw_leads_group", "bool", true)
   run("raw-leads", {{{again}}})
+  dt.preferences.write("nnraw", "raw_leads_group", "bool", false)
+  dt.preferences.write("nnraw", "strength", "string", "0.5")
+  dt.preferences.write("nnraw", "output_kind", "string", "cfa")
+  report:write("command\\t", nnraw.convert_command("x.dng"), "\\n")
+  run("cfa", {{{cfa}}})
 end)
 if not ok then report:write("lua-error\\t", tostring(err), "\\n") end
 report:close()
@@ -70,6 +77,7 @@ def _prepare(tmp_path: Path, canon_dng: Path) -> tuple[Path, list[Path], Path]:
     shutil.copyfile(canon_dng.parent / "halide_bayer_small.png", not_raw)
     again = photos / "again.dng"
     shutil.copyfile(canon_dng, again)
+    shutil.copyfile(canon_dng, photos / "bayer.dng")
     nnraw_command = write_nnraw_command(tmp_path)
     require_subcommand(nnraw_command, "convert")
     report = tmp_path / "report.tsv"
@@ -78,6 +86,7 @@ def _prepare(tmp_path: Path, canon_dng: Path) -> tuple[Path, list[Path], Path]:
         script=lua_string(str(SCRIPT)), report=lua_string(str(report)), nnraw=lua_string(str(nnraw_command)),
         raws=", ".join(lua_string(str(r)) for r in raws), not_raw=lua_string(str(not_raw)),
         missing=lua_string(str(tmp_path / "no such dir" / "nnraw")), again=lua_string(str(again)),
+        cfa=lua_string(str(photos / "bayer.dng")),
     ))
     return driver, raws, report
 
@@ -123,6 +132,15 @@ def _check_report(report: Path, raws: list[Path], proc: subprocess.CompletedProc
     assert leader == "again.dng", "with 'keep the raw as group leader' the group keeps its leader"
     assert members.split("|") == ["again-nnraw.dng", "again.dng"]
 
+    # the strength and output preferences reach the command line and the DNG
+    (_, command), = by_tag["command"]
+    assert "--strength 0.50" in command and "--output cfa" in command, command
+    (_, ok, source, output, dng_name, leader, members, error), = by_tag["cfa"]
+    assert ok == "true", error
+    tags = exiftool_tags(Path(output))
+    assert tags["SubIFD:PhotometricInterpretation"] == 32803, "a Bayer (CFA) DNG"
+    assert tags["IFD0:Software"].endswith("(model default, strength 0.5, output cfa)"), tags["IFD0:Software"]
+
 
 def test_darktable_42_host_converts_imports_and_groups(tmp_path, canon_dng):
     if shutil.which("darktable-cli") is None:
@@ -152,8 +170,13 @@ GUI_CHECK = """
 local dt = require "darktable"
 local f = assert(io.open({report}, "w"))
 local lib = dt.gui.libs["nnraw"]     -- loaded by luarc, as darktable starts: nothing else was done
+-- the module's strength slider and output box are what a conversion saves and uses
+dt.preferences.write("nnraw", "strength", "float", 0.3)
+package.loaded["contrib/nnraw"].save_module_settings()
 f:write(table.concat({{tostring(lib ~= nil), lib and lib.name or "", tostring(lib and lib.visible),
-  dt.gui.current_view().id, dt.preferences.read("nnraw", "executable", "string")}}, "\\t"), "\\n")
+  dt.gui.current_view().id, dt.preferences.read("nnraw", "executable", "string"),
+  string.format("%.2f", dt.preferences.read("nnraw", "strength", "float")),
+  dt.preferences.read("nnraw", "output_kind", "enum")}}, "\\t"), "\\n")
 local ok, err = pcall(function()
   local nnraw = require "contrib/nnraw"    -- the script luarc loaded (package.loaded)
   f:write("program\\t", nnraw.program(), "\\n")
@@ -218,8 +241,10 @@ def _check_gui(tmp_path: Path, proc: subprocess.CompletedProcess) -> None:
     assert report.exists(), f"darktable ran no Lua check:\n{proc.stdout}\n{proc.stderr}"
     rows = [line.split("\t") for line in report.read_text().splitlines()]
     print(rows)
-    assert rows[0] == ["true", "nnraw", "true", "lighttable", ""], \
+    assert rows[0][:5] == ["true", "nnraw", "true", "lighttable", ""], \
         "module loaded from luarc and shown in the lighttable, preferences registered (program not set)"
+    assert rows[0][5].replace(",", ".") == "1.00" and rows[0][6] == "linear", \
+        "the module shows strength 1 and linear output"
     assert rows[1] == ["program", str(_nnraw_program().absolute())], "the script runs the nnraw that installed it"
     raw_dng = tmp_path / "photos" / "canon-nnraw.dng"
     assert rows[2] == ["convert", "true", str(raw_dng), raw_dng.name, ""], rows[2]

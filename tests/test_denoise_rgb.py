@@ -68,7 +68,7 @@ def test_float_tiff_linear_matches_network(tmp_path):
     src, dst = tmp_path / "in.tif", tmp_path / "out.tif"
     img = _rand((70, 90, 3), 1)
     tifffile.imwrite(src, img, photometric="rgb")
-    denoise_rgb_file(src, dst, strength=0.03, linear=True, model=model, device="cpu", tile=32,
+    denoise_rgb_file(src, dst, noise_std=0.03, linear=True, model=model, device="cpu", tile=32,
                      resample_bayer=False)
     out = tifffile.imread(dst)
     assert out.dtype == np.float32 and out.shape == img.shape
@@ -79,15 +79,15 @@ def test_float_tiff_linear_matches_network(tmp_path):
 
 
 @pytest.mark.parametrize("resample", [False, True])
-def test_linear_strength_is_the_constant_noise_map(tmp_path, resample):
+def test_linear_noise_std_is_the_constant_noise_map(tmp_path, resample):
     """The network sees std S/gain per channel (camera units when resampled); back in the file's units: S."""
     src, dst = tmp_path / "in.tif", tmp_path / "out.tif"
     tifffile.imwrite(src, _rand((20, 24, 3), 2), photometric="rgb")
-    denoise_rgb_file(src, dst, strength=0.05, linear=True, model=SigmaEcho(), device="cpu", resample_bayer=resample)
+    denoise_rgb_file(src, dst, noise_std=0.05, linear=True, model=SigmaEcho(), device="cpu", resample_bayer=resample)
     np.testing.assert_allclose(tifffile.imread(dst), np.float32(0.05), rtol=1e-6)
 
 
-def test_srgb_strength_is_carried_through_the_decoding_slope(tmp_path):
+def test_srgb_noise_std_is_carried_through_the_decoding_slope(tmp_path):
     src, dst = tmp_path / "in.tif", tmp_path / "out.tif"
     enc = np.rint(_rand((16, 18, 3), 3) * 65535).astype(np.uint16)
     tifffile.imwrite(src, enc, photometric="rgb")
@@ -97,7 +97,7 @@ def test_srgb_strength_is_carried_through_the_decoding_slope(tmp_path):
     want = 0.01 * srgb_decoding_slope(lin)
     from nnraw.denoise_rgb import denoise_rgb_array
 
-    got = denoise_rgb_array(lin.numpy(), strength=0.01, srgb=True, model=SigmaEcho(), device="cpu",
+    got = denoise_rgb_array(lin.numpy(), noise_std=0.01, srgb=True, model=SigmaEcho(), device="cpu",
                             resample_bayer=False)
     np.testing.assert_allclose(got, want.numpy(), rtol=1e-6, atol=0)
 
@@ -131,7 +131,7 @@ def test_identity_round_trip_keeps_format_depth_alpha(tmp_path, fmt, dtype, chan
     else:
         photometric = "rgb" if channels >= 3 else "minisblack"
         tifffile.imwrite(src, arr, photometric=photometric, extrasamples=["unassalpha"] if channels in (2, 4) else None)
-    denoise_rgb_file(src, dst, strength=0.0, model=CentreCrop(), device="cpu", resample_bayer=False)
+    denoise_rgb_file(src, dst, noise_std=0.0, model=CentreCrop(), device="cpu", resample_bayer=False)
     back = read_rgb(dst)
     again = read_rgb(src)
     assert back.dtype == again.dtype and back.grey == again.grey
@@ -145,33 +145,33 @@ def test_identity_round_trip_keeps_format_depth_alpha(tmp_path, fmt, dtype, chan
 def test_errors_name_the_file(tmp_path):
     src = tmp_path / "in.tif"
     with pytest.raises(DenoiseRGBError, match=r"in.tif: no such file"):
-        denoise_rgb_file(src, tmp_path / "out.tif", strength=0.1, model=CentreCrop())
+        denoise_rgb_file(src, tmp_path / "out.tif", noise_std=0.1, model=CentreCrop())
     tifffile.imwrite(src, np.full((8, 8, 3), np.nan, np.float32), photometric="rgb")
     with pytest.raises(DenoiseRGBError, match=r"in.tif: the image holds NaN or infinite values"):
-        denoise_rgb_file(src, tmp_path / "out.tif", strength=0.1, model=CentreCrop())
+        denoise_rgb_file(src, tmp_path / "out.tif", noise_std=0.1, model=CentreCrop())
     with pytest.raises(DenoiseRGBError, match=r"out.jpg: unsupported output format '.jpg'"):
-        denoise_rgb_file(src, tmp_path / "out.jpg", strength=0.1, model=CentreCrop())
+        denoise_rgb_file(src, tmp_path / "out.jpg", noise_std=0.1, model=CentreCrop())
     tifffile.imwrite(src, _rand((8, 8, 3)), photometric="rgb")
     with pytest.raises(DenoiseRGBError, match=r"out.png: PNG cannot hold float samples"):
-        denoise_rgb_file(src, tmp_path / "out.png", strength=0.1, model=CentreCrop())
+        denoise_rgb_file(src, tmp_path / "out.png", noise_std=0.1, model=CentreCrop())
     with pytest.raises(DenoiseRGBError, match="would overwrite the input"):
-        denoise_rgb_file(src, src, strength=0.1, model=CentreCrop())
-    with pytest.raises(DenoiseRGBError, match=r"--strength must be a noise std in \[0, 1\], got 2.0"):
-        denoise_rgb_file(src, tmp_path / "o.tif", strength=2.0, model=SigmaEcho())
-    with pytest.raises(DenoiseRGBError, match="noise-conditioned: pass --strength S"):
+        denoise_rgb_file(src, src, noise_std=0.1, model=CentreCrop())
+    with pytest.raises(DenoiseRGBError, match=r"--noise-std must be a noise std in \[0, 1\], got 2.0"):
+        denoise_rgb_file(src, tmp_path / "o.tif", noise_std=2.0, model=SigmaEcho())
+    with pytest.raises(DenoiseRGBError, match="noise-conditioned: pass --noise-std N"):
         denoise_rgb_file(src, tmp_path / "o.tif", model=SigmaEcho())
     tifffile.imwrite(src, _rand((8, 8, 5)), photometric="minisblack", planarconfig="contig")
     with pytest.raises(DenoiseRGBError, match=r"expected a grey, grey\+alpha, RGB or RGBA image, got samples of shape \[8, 8, 5\]"):
-        denoise_rgb_file(src, tmp_path / "o.tif", strength=0.1, model=CentreCrop())
+        denoise_rgb_file(src, tmp_path / "o.tif", noise_std=0.1, model=CentreCrop())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif"]  # nothing half-written
 
 
 def test_cli_reports_errors_with_the_file(tmp_path, capsys):
     missing = tmp_path / "missing.tif"
-    assert main(["denoise-rgb", str(missing), str(tmp_path / "o.tif"), "--linear", "--strength", "0.02"]) == 2
+    assert main(["denoise-rgb", str(missing), str(tmp_path / "o.tif"), "--linear", "--noise-std", "0.02"]) == 2
     assert f"{missing}: no such file" in capsys.readouterr().err
-    with pytest.raises(SystemExit):  # argparse: --iso and --strength exclude each other
-        main(["denoise-rgb", "a.tif", "b.tif", "--iso", "800", "--strength", "0.1"])
+    with pytest.raises(SystemExit):  # argparse: --iso and --noise-std exclude each other
+        main(["denoise-rgb", "a.tif", "b.tif", "--iso", "800", "--noise-std", "0.1"])
 
 
 def _default_model_or_skip():
@@ -187,12 +187,12 @@ def _noisy_ramp():
 
 
 def test_gimp_call_with_the_default_model(tmp_path):
-    """Exactly what the GIMP plug-in runs: float32 RGB TIFF, --linear --strength S, shipped weights."""
+    """Exactly what the GIMP plug-in runs: float32 RGB TIFF, --linear --noise-std N --strength S, shipped weights."""
     _default_model_or_skip()
     src, dst = tmp_path / "in.tif", tmp_path / "out.tif"
     _, noisy = _noisy_ramp()
     tifffile.imwrite(src, noisy, photometric="rgb")
-    assert main(["denoise-rgb", str(src), str(dst), "--linear", "--strength", "0.03", "--device", "cpu"]) == 0
+    assert main(["denoise-rgb", str(src), str(dst), "--linear", "--noise-std", "0.03", "--device", "cpu"]) == 0
     out = tifffile.imread(dst)
     assert out.dtype == np.float32 and out.shape == noisy.shape and np.isfinite(out).all()
     assert not np.array_equal(out, noisy)  # the network ran
@@ -206,8 +206,8 @@ def test_default_model_reduces_rgb_noise():
 
     clean, noisy = _noisy_ramp()
     err_in = np.abs(noisy - clean)[8:-8, 8:-8].mean()
-    out = denoise_rgb_array(noisy, strength=0.03, model="default", device="cpu")
-    direct = denoise_rgb_array(noisy, strength=0.03, model="default", device="cpu", resample_bayer=False)
+    out = denoise_rgb_array(noisy, noise_std=0.03, model="default", device="cpu")
+    direct = denoise_rgb_array(noisy, noise_std=0.03, model="default", device="cpu", resample_bayer=False)
     err_out = np.abs(out - clean)[8:-8, 8:-8].mean()
     err_direct = np.abs(direct - clean)[8:-8, 8:-8].mean()
     print(f"mean |error|: noisy {err_in:.4f}, Bayer-resampled {err_out:.4f}, RGB fed directly {err_direct:.4f}")
@@ -223,7 +223,7 @@ def test_bayer_resampling_is_the_mean_of_four_pre_demosaics():
     from nnraw.ops import edge_aware_demosaic
 
     img = _rand((23, 30, 3), 8)
-    got = denoise_rgb_array(img, strength=0.0, model=CentreCrop(), device="cpu")
+    got = denoise_rgb_array(img, noise_std=0.0, model=CentreCrop(), device="cpu")
     x = torch.from_numpy(img.transpose(2, 0, 1).copy())[None]
     cam = torch.nn.functional.pad(x / CAMERA_WB[:, None, None], (0, 0, 0, 1), mode="reflect")
     pres = [edge_aware_demosaic(mosaic(cam, p), p, CAMERA_WB) for p in ("RGGB", "BGGR", "GRBG", "GBRG")]
@@ -233,10 +233,10 @@ def test_bayer_resampling_is_the_mean_of_four_pre_demosaics():
     # the pre-demosaic is exact on linear ramps
     yy, xx = np.mgrid[0:24, 0:32].astype(np.float32)
     ramp = np.stack([0.1 + 0.01 * xx, 0.2 + 0.005 * yy, 0.3 + 0.004 * (xx + yy)], -1)
-    back = denoise_rgb_array(ramp, strength=0.0, model=CentreCrop(), device="cpu")
+    back = denoise_rgb_array(ramp, noise_std=0.0, model=CentreCrop(), device="cpu")
     np.testing.assert_allclose(back[4:-4, 4:-4], ramp[4:-4, 4:-4], atol=2e-6)
     with pytest.raises(DenoiseRGBError, match="the image of 3x8 is too small"):
-        denoise_rgb_array(np.zeros((3, 8, 3), np.float32), strength=0.0, model=CentreCrop(), device="cpu")
+        denoise_rgb_array(np.zeros((3, 8, 3), np.float32), noise_std=0.0, model=CentreCrop(), device="cpu")
 
 
 def test_gimp_call_path_with_an_untrained_default(tmp_path, monkeypatch):
@@ -249,12 +249,12 @@ def test_gimp_call_path_with_an_untrained_default(tmp_path, monkeypatch):
     src, dst = tmp_path / "in.tif", tmp_path / "out.tif"
     img = _rand((45, 61, 3), 6)
     tifffile.imwrite(src, img, photometric="rgb")
-    assert main(["denoise-rgb", str(src), str(dst), "--linear", "--strength", "0.02", "--device", "cpu"]) == 0
+    assert main(["denoise-rgb", str(src), str(dst), "--linear", "--noise-std", "0.02", "--device", "cpu"]) == 0
     out = tifffile.imread(dst)
     assert out.dtype == np.float32 and out.shape == img.shape
     from nnraw.denoise_rgb import denoise_rgb_array
 
     # the untrained default is the identity on its input: the same as the identity crop through the
     # same four Bayer samplings
-    want = denoise_rgb_array(img, strength=0.02, model=CentreCrop(), device="cpu")
+    want = denoise_rgb_array(img, noise_std=0.02, model=CentreCrop(), device="cpu")
     np.testing.assert_allclose(out, want, rtol=1e-6, atol=1e-7)

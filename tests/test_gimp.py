@@ -74,11 +74,28 @@ try:
     cfg.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
     cfg.set_property("image", img)
     cfg.set_core_object_array("drawables", [layer])
-    cfg.set_property("strength", {noise})
+    cfg.set_property("noise-level", {noise})
     res = proc.run(cfg)
     report["filter"] = {{"status": res.index(0).value_nick, "error": pdb.get_last_error()}}
     with open(HERE + "/denoised.f32", "wb") as f:
         f.write(pixels(layer))
+
+    # 1b. strength 0 (nnraw's --strength): the layer comes back unchanged
+    layer0 = Gimp.Layer.new(img, "strength 0", w, h, Gimp.ImageType.RGB_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
+    img.insert_layer(layer0, None, 0)
+    buf = layer0.get_buffer()
+    buf.set(Gegl.Rectangle.new(0, 0, w, h), "RGB float", open(HERE + "/noisy.f32", "rb").read())
+    buf.flush()
+    cfg = proc.create_config()
+    cfg.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
+    cfg.set_property("image", img)
+    cfg.set_core_object_array("drawables", [layer0])
+    cfg.set_property("noise-level", {noise})
+    cfg.set_property("strength", 0.0)
+    res = proc.run(cfg)
+    report["filter0"] = {{"status": res.index(0).value_nick, "error": pdb.get_last_error()}}
+    with open(HERE + "/strength0.f32", "wb") as f:
+        f.write(pixels(layer0))
 
     # 2. the raw loader through the PDB
     report["load"] = {{name: load_raw(HERE + "/" + name) for name in {raw_names!r}}}
@@ -160,6 +177,14 @@ def test_gimp_filter_reduces_noise_keeps_mean_and_edges(gimp_run):
     profile = out[8:-8].mean(axis=(0, 2))
     lo, hi = profile[EDGE - 6], profile[EDGE + 5]
     assert abs(profile[EDGE + 1] - profile[EDGE - 2]) > 0.9 * (hi - lo)
+
+
+def test_gimp_strength_zero_leaves_the_layer_unchanged(gimp_run):
+    """The filter's Strength maps to nnraw's --strength: 0 gives the layer back bit for bit."""
+    here, report, clean, noisy = gimp_run
+    assert report["filter0"]["status"] == "success", report["filter0"]
+    out = np.frombuffer((here / "strength0.f32").read_bytes(), np.float32).reshape(noisy.shape)
+    np.testing.assert_array_equal(out, noisy)
 
 
 def test_gimp_loader_opens_raw_as_linear_float(gimp_run):

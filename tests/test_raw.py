@@ -101,8 +101,47 @@ def test_jpeg_renamed_nef(tmp_path):
 
     bad = tmp_path / "photo.NEF"
     Image.fromarray(np.full((32, 48, 3), 128, np.uint8)).save(bad, format="JPEG")
-    with pytest.raises(RawReadError, match=r"photo\.NEF: not a raw file"):
+    with pytest.raises(RawReadError, match=r"photo\.NEF: not a raw file: it is a JPEG image \(\d+ bytes\)") as err:
         read_raw(bad)
+    assert "truncated" not in str(err.value) and "I/O error" not in str(err.value)
+
+
+def test_empty_file_says_it_is_empty(tmp_path):
+    bad = tmp_path / "empty.CR2"
+    bad.write_bytes(b"")
+    with pytest.raises(RawReadError, match=r"empty\.CR2: empty file \(0 bytes\): not a raw file$"):
+        read_raw(bad)
+
+
+@pytest.mark.parametrize("text", ["shopping list:\n- milk\n- bread\n", "Grüße aus Köln – notes\r\n" * 40])
+def test_text_file_renamed_raw_says_it_is_text(tmp_path, text):
+    bad = tmp_path / "notes.NEF"
+    bad.write_text(text, encoding="utf-8")
+    with pytest.raises(RawReadError, match=r"notes\.NEF: not a raw file: it is a text file") as err:
+        read_raw(bad)
+    assert "truncated" not in str(err.value)
+
+
+def test_the_three_messages_differ_from_truncated(tmp_path):
+    """An empty file, a text file and a JPEG each say what they are; only a cut raw says truncated."""
+    from PIL import Image
+
+    src = write_bayer_dng(tmp_path / "a.dng")
+    cut = tmp_path / "cut.NEF"
+    cut.write_bytes(src.path.read_bytes()[:3000])
+    (tmp_path / "empty.NEF").write_bytes(b"")
+    (tmp_path / "text.NEF").write_text("hello\n")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "jpeg.NEF", format="JPEG")
+    messages = {}
+    for name in ("cut", "empty", "text", "jpeg"):
+        with pytest.raises(RawReadError) as err:
+            read_raw(tmp_path / f"{name}.NEF")
+        messages[name] = err.value.reason
+    print(messages)
+    assert messages["cut"].startswith("truncated")
+    assert messages["empty"].startswith("empty file")
+    assert messages["text"].startswith("not a raw file: it is a text file")
+    assert messages["jpeg"].startswith("not a raw file: it is a JPEG image")
 
 
 def test_monochrome_dng(tmp_path):

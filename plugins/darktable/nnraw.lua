@@ -118,6 +118,12 @@ local function register_preferences()
     _("the nnraw command's full path; empty = the nnraw that `nnraw install-plugin darktable` recorded, else nnraw from PATH"), "")
   dt.preferences.register(MODULE, "model", "string", _("nnraw: model"),
     _("network model name (see `nnraw info`); empty = nnraw's default; none = classic demosaic only"), "")
+  dt.preferences.register(MODULE, "strength", "float", _("nnraw: strength"),
+    _("how hard to denoise: 0 = no denoising (the plain demosaic), 1 = as measured (default), 2 = twice as hard"),
+    1.0, 0.0, 2.0, 0.05)
+  dt.preferences.register(MODULE, "output_kind", "enum", _("nnraw: output"),
+    _("linear: demosaiced and denoised DNG; cfa: denoised Bayer DNG in the raw's own layout, demosaiced by darktable"),
+    "linear", "linear", "cfa")
   dt.preferences.register(MODULE, "output_folder", "string", _("nnraw: output folder"),
     _("folder for the DNGs; empty = beside each raw (IMG_1234.CR2 -> IMG_1234-nnraw.dng)"), "")
   dt.preferences.register(MODULE, "overwrite", "bool", _("nnraw: overwrite existing DNGs"),
@@ -131,9 +137,16 @@ local function settings()
     return (dt.preferences.read(MODULE, name, "string") or ""):match("^%s*(.-)%s*$")
   end
   local exe = program_for(str("executable"))
+  -- read as strings: an unset preference is "" (then nnraw's default), not 0
+  local strength = tonumber((str("strength"):gsub(",", ".")))
+  if strength == nil or strength ~= strength then strength = 1.0 end
+  strength = math.max(0.0, math.min(2.0, strength))
+  local kind = str("output_kind")
   return {
     executable = exe ~= "" and exe or "nnraw",
     model = str("model"),
+    strength = strength,
+    output_kind = (kind == "cfa") and "cfa" or "linear",
     output_folder = str("output_folder"),
     overwrite = dt.preferences.read(MODULE, "overwrite", "bool"),
     dng_leads_group = not dt.preferences.read(MODULE, "raw_leads_group", "bool"),
@@ -295,12 +308,26 @@ local function temp_path(suffix)
     string.format("nnraw-%d-%d-%d%s", os.time(), math.random(1, 1e9), temp_counter, suffix))
 end
 
+--- A strength for the command line: "1.25" in any locale (string.format's %g would write "1,25" in some).
+local function format_strength(s)
+  local hundredths = math.floor(s * 100 + 0.5)
+  return string.format("%d.%02d", hundredths // 100, hundredths % 100)
+end
+
 --- The shell command that converts one raw, with its report going to json_path and messages to err_path.
 local function convert_command(opts, raw_path, json_path, err_path)
   local args = {shell_quote(opts.executable), "convert", "--json", "--quiet"}
   if opts.model ~= "" then
     args[#args + 1] = "--model"
     args[#args + 1] = shell_quote(opts.model)
+  end
+  if opts.strength and math.abs(opts.strength - 1.0) > 1e-9 then
+    args[#args + 1] = "--strength"
+    args[#args + 1] = format_strength(opts.strength)
+  end
+  if opts.output_kind == "cfa" then
+    args[#args + 1] = "--output"
+    args[#args + 1] = "cfa"
   end
   if opts.output_folder ~= "" then
     args[#args + 1] = "--out-dir"
@@ -420,6 +447,18 @@ end
 -- ---------------------------------------------------------------------------------------------
 
 local running = false
+local widgets = {}                 -- the lighttable module's widgets (GUI only)
+
+--- Save the module's strength and output (a slider has no change callback in Lua API 9.0) as the
+-- preferences that convert_images reads.
+local function save_module_settings()
+  if widgets.strength then
+    dt.preferences.write(MODULE, "strength", "float", widgets.strength.value)
+  end
+  if widgets.output_kind and widgets.output_kind.value then
+    dt.preferences.write(MODULE, "output_kind", "enum", widgets.output_kind.value)
+  end
+end
 
 local function convert_action_images()
   if running then
@@ -431,6 +470,7 @@ local function convert_action_images()
     dt.print(_("nnraw: select the raws to convert first"))
     return
   end
+  save_module_settings()
   running = true
   local job = dt.gui.create_job(string.format(_("nnraw: converting %d images"), #images), true,
     function(j) j.valid = false end)
@@ -448,7 +488,6 @@ end
 
 local module_installed = false
 local view_event_registered = false
-local widgets = {}
 
 local function install_module()
   if module_installed then return end
@@ -457,12 +496,25 @@ local function install_module()
     tooltip = _("demosaic and denoise the selected raws with nnraw; each DNG is imported and grouped with its raw"),
     clicked_callback = function(_w) convert_action_images() end,
   }
+  local opts = settings()
+  widgets.strength = dt.new_widget("slider") {
+    label = _("strength"),
+    tooltip = _("how hard to denoise: 0 = no denoising (the plain demosaic), 1 = as measured, 2 = twice as hard"),
+    soft_min = 0.0, soft_max = 2.0, hard_min = 0.0, hard_max = 2.0, step = 0.05, digits = 2,
+  }
+  widgets.strength.value = opts.strength   -- after the limits (a table constructor has no order)
+  widgets.output_kind = dt.new_widget("combobox") {
+    label = _("output"),
+    tooltip = _("linear: demosaiced and denoised DNG; cfa: denoised Bayer DNG in the raw's own layout, demosaiced by darktable"),
+    selected = (opts.output_kind == "cfa") and 2 or 1,
+    "linear", "cfa",
+  }
   widgets.help = dt.new_widget("label") {
-    label = _("settings: preferences > lua options"),
+    label = _("more settings: preferences > lua options"),
   }
   dt.register_lib(MODULE, "nnraw", true, false,
     {[dt.gui.views.lighttable] = {"DT_UI_CONTAINER_PANEL_RIGHT_CENTER", 100}},
-    dt.new_widget("box") {orientation = "vertical", widgets.button, widgets.help},
+    dt.new_widget("box") {orientation = "vertical", widgets.strength, widgets.output_kind, widgets.button, widgets.help},
     nil, nil)
   module_installed = true
 end
@@ -497,6 +549,8 @@ end
 
 script_data.convert_images = convert_images
 script_data.shell_quote = shell_quote
+script_data.save_module_settings = save_module_settings
+script_data.convert_command = function(raw_path) return convert_command(settings(), raw_path, "out.json", "err.txt") end
 script_data.json_decode = json_decode
 script_data.program = function() return settings().executable end
 

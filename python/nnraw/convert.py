@@ -4,10 +4,13 @@ The pipeline, one named and timed stage each (``ConvertResult.stages`` holds the
 
     read          raw.read_raw: Bayer mosaic + metadata (rawpy/LibRaw)
     normalise     raw.normalise: black subtraction, scale to [0, 1]             -> Tensor[1, 1, H, W]
+                  (the whole visible area; an odd height/width is mirrored to even here, keeping
+                  the CFA phase, and cropped back after the network: every pixel is kept)
     pre_demosaic  ops.edge_aware_demosaic with the as-shot white balance        -> Tensor[1, 3, H, W]
     network       infer.denoise_camera_rgb (skipped for --model none)           -> Tensor[1, 3, H, W]
     render        preview.render_srgb: the DNG's sRGB preview (+ --preview/--compare)
-    write_dng     dng.write_dng_file into a temporary file beside the output
+    write_dng     dng.write_dng_file (linear) or dng.write_cfa_dng_file (--output cfa: Bayer, the
+                  result sampled back at the source's CFA sites) into a temporary file beside the output
     copy_metadata dng.copy_metadata: Exif/XMP of the source (pyexiv2)
     (then the temporary file is fsynced and renamed: an output is complete or absent)
 
@@ -41,6 +44,7 @@ DEMOSAIC_ROWS_PER_STRIP = 512
 PRE_DEMOSAIC_DOMAIN = "srgb"  # nnraw.encoding: the classic pre-demosaic runs white balanced and encoded
 _HALO = 4  # rows of context each side of a strip; even, so every strip starts on the same CFA phase
 OUTPUT_SUFFIX = "-nnraw.dng"
+OUTPUT_KINDS = ("linear", "cfa")
 
 
 class ModelUnavailableError(RuntimeError):
@@ -57,9 +61,13 @@ class ConvertResult:
     error: str | None = None
     seconds: float = 0.0
     stages: dict[str, float] = dataclasses.field(default_factory=dict)
+    model: str = "default"
+    strength: float = 1.0
+    kind: str = "linear"
 
     def as_json(self) -> dict:
         return {"input": self.input, "output": self.output, "ok": self.ok, "error": self.error,
+                "model": self.model, "strength": self.strength, "kind": self.kind,
                 "seconds": round(self.seconds, 4), "stages": {k: round(v, 4) for k, v in self.stages.items()}}
 
 
@@ -73,10 +81,19 @@ def read(path: Path):
 
 
 def normalise_mosaic(raw) -> torch.Tensor:
-    """Stage `normalise`: Tensor[1, 1, H, W] float32, 0 = black, 1 = white level."""
+    """Stage `normalise`: Tensor[1, 1, H, W] float32, 0 = black, 1 = white level, H and W even.
+
+    The whole visible area; an odd height or width gets one mirrored row/column at the bottom/right
+    (``F.pad(mode="reflect")``: row H is row H-2, the same CFA colour), cropped off again by
+    :func:`convert_file` after the network.
+    """
     from nnraw.raw import normalise
 
-    return normalise(raw)
+    x = normalise(raw, whole=True)
+    h, w = x.shape[-2:]
+    if h % 2 or w % 2:
+        x = torch.nn.functional.pad(x, (0, w % 2, 0, h % 2), mode="reflect")
+    return x
 
 
 def pre_demosaic(mosaic: torch.Tensor, pattern: str, wb: np.ndarray, *, device: str = "cpu",
@@ -112,16 +129,17 @@ def pre_demosaic(mosaic: torch.Tensor, pattern: str, wb: np.ndarray, *, device: 
     return out
 
 
-def network(rgb: torch.Tensor, raw, *, model: str, iso: float | None, device: str) -> torch.Tensor:
-    """Stage `network`: denoise camera RGB with ``model`` (identity for "none").
+def network(rgb: torch.Tensor, raw, *, model: str, iso: float | None, device: str,
+            strength: float = 1.0) -> torch.Tensor:
+    """Stage `network`: denoise camera RGB with ``model`` (identity for "none" and for strength 0).
 
     Raises:
         ModelUnavailableError: nnraw.infer is missing from this build or cannot load ``model``.
     """
-    if model == "none":
+    if model == "none" or strength == 0:
         return rgb
     infer = _import_infer(model)
-    out = infer.denoise_camera_rgb(rgb, raw=raw, model=model, iso=iso, device=device)
+    out = infer.denoise_camera_rgb(rgb, raw=raw, model=model, iso=iso, device=device, strength=strength)
     if out.shape != rgb.shape:
         raise RuntimeError(f"network: model {model!r} returned shape {list(out.shape)}, expected {list(rgb.shape)}")
     return out.float().cpu()
@@ -147,18 +165,39 @@ def render_preview(rgb: torch.Tensor, raw, *, orient: bool, max_size: int | None
     return render_srgb(rgb, raw, orient=orient, max_size=max_size)
 
 
-def write_dng(path: Path, rgb: torch.Tensor, raw, preview: np.ndarray) -> None:
-    """Stage `write_dng`: the linear DNG (uint16) without the source's Exif/XMP."""
-    from nnraw.dng import DngMetadata, write_dng_file
+def software_string(model: str, strength: float, kind: str = "linear") -> str:
+    """What the DNG's Software tag and XMP CreatorTool say, e.g.
+    ``nnraw 0.1.0 (model default, strength 1, output linear)``."""
+    import nnraw
 
-    write_dng_file(path, rgb, meta=DngMetadata.from_raw(raw), preview=preview)
+    if model == "none":
+        return f"nnraw {nnraw.__version__} (model none, output {kind})"
+    return f"nnraw {nnraw.__version__} (model {model}, strength {strength:g}, output {kind})"
 
 
-def copy_source_metadata(source: Path, target: Path) -> dict[str, int]:
-    """Stage `copy_metadata`: Exif/XMP from the raw into the DNG."""
+def write_dng(path: Path, rgb: torch.Tensor, raw, preview: np.ndarray, *, software: str | None = None,
+              kind: str = "linear") -> None:
+    """Stage `write_dng`: the linear DNG (uint16), or with ``kind="cfa"`` a Bayer DNG in the source's
+    layout (pattern, black/white levels, default crop), without the source's Exif/XMP."""
+    from nnraw.dng import DngMetadata, write_cfa_dng_file, write_dng_file
+
+    meta = DngMetadata.from_raw(raw)
+    if software is not None:
+        meta.software = software
+    if kind == "cfa":
+        write_cfa_dng_file(path, rgb, meta=meta, preview=preview, pattern=raw.pattern,
+                           black_levels=raw.black_levels, white_level=raw.white_level, source=raw.visible)
+    elif kind == "linear":
+        write_dng_file(path, rgb, meta=meta, preview=preview)
+    else:
+        raise ValueError(f"output kind must be one of {', '.join(OUTPUT_KINDS)}, got {kind!r}")
+
+
+def copy_source_metadata(source: Path, target: Path, *, software: str | None = None) -> dict[str, int]:
+    """Stage `copy_metadata`: Exif/XMP from the raw into the DNG (and XMP CreatorTool = ``software``)."""
     from nnraw.dng import copy_metadata
 
-    return copy_metadata(source, target)
+    return copy_metadata(source, target, creator_tool=software)
 
 
 # ----------------------------------------------------------------------------------------------- driver
@@ -196,6 +235,8 @@ def convert_file(
     output: str | Path | None = None,
     *,
     model: str = "default",
+    strength: float = 1.0,
+    kind: str = "linear",
     iso: float | None = None,
     device: str = "auto",
     overwrite: bool = False,
@@ -208,6 +249,10 @@ def convert_file(
         input: the raw file (read only).
         output: the DNG to write; default ``<stem>-nnraw.dng`` beside the input.
         model: network name, or "none" for the pre-demosaic alone.
+        strength: 0..2, how hard to denoise (see :func:`nnraw.infer.denoise_camera_rgb`); 0 writes
+            the pre-demosaic alone, as ``model="none"``.
+        kind: "linear" (demosaiced LinearRaw DNG) or "cfa" (Bayer DNG: the result sampled back at
+            the source's CFA sites, in its layout, for an editor's own demosaic).
         iso: ISO for the network (default: from the raw's metadata).
         device: "auto", "cpu" or "cuda".
         overwrite: replace existing outputs (DNG, preview, compare).
@@ -224,7 +269,8 @@ def convert_file(
 
     input_path = Path(input)
     output_path = Path(output) if output is not None else default_output(input_path)
-    result = ConvertResult(input=str(input_path), output=str(output_path), ok=False)
+    result = ConvertResult(input=str(input_path), output=str(output_path), ok=False, model=model,
+                           strength=float(strength) if isinstance(strength, (int, float)) else strength, kind=kind)
     timer = _Timer(result.stages)
     t0 = time.perf_counter()
     try:
@@ -238,8 +284,12 @@ def convert_file(
         if output_path.exists() and not overwrite:
             raise FileExistsError(f"{output_path}: output exists (use --overwrite to replace it)")
         dev = _resolve_device(device)
-        if model != "none":
+        strength = _check_strength(strength)
+        if kind not in OUTPUT_KINDS:
+            raise ValueError(f"output kind must be one of {', '.join(OUTPUT_KINDS)}, got {kind!r}")
+        if model != "none" and strength != 0:
             _import_infer(model)  # fail before the slow stages
+        software = software_string(model, strength, kind)
 
         with timer("read"):
             raw = read(input_path)
@@ -250,7 +300,11 @@ def convert_file(
             plain = recover_highlights(plain, raw.wb, inplace=True)  # clipped green from R and B (nnraw.highlights)
         del mosaic
         with timer("network"):
-            rgb = network(plain, raw, model=model, iso=iso if iso is not None else raw.iso, device=dev)
+            rgb = network(plain, raw, model=model, iso=iso if iso is not None else raw.iso, device=dev,
+                          strength=strength)
+        if tuple(rgb.shape[-2:]) != (raw.height, raw.width):  # odd sizes were mirrored to even: crop back
+            rgb = rgb[..., :raw.height, :raw.width].contiguous()
+            plain = plain[..., :raw.height, :raw.width]
         if compare is None:
             del plain
         with contextlib.ExitStack() as outputs:
@@ -264,19 +318,31 @@ def convert_file(
                 tmp_xcf = outputs.enter_context(atomic_output(compare, overwrite=overwrite))
                 with timer("render"):
                     write_xcf(tmp_xcf, [("pre-demosaic (plain)", render_preview(plain, raw, orient=True, max_size=None)),
-                                        (f"nnraw ({model})", render_preview(rgb, raw, orient=True, max_size=None))])
+                                        (f"nnraw ({model}, strength {strength:g})" if model != "none" else "nnraw (none)",
+                                         render_preview(rgb, raw, orient=True, max_size=None))])
                 del plain
             tmp_dng = outputs.enter_context(atomic_output(output_path, overwrite=overwrite))
             with timer("write_dng"):
-                write_dng(tmp_dng, rgb, raw, embedded)
+                write_dng(tmp_dng, rgb, raw, embedded, software=software, kind=kind)
             with timer("copy_metadata"):
-                copy_source_metadata(input_path, tmp_dng)
+                copy_source_metadata(input_path, tmp_dng, software=software)
         result.ok = True
     except Exception as exc:  # one bad file must not stop a batch
         result.error = _describe(exc, input_path)
     finally:
         result.seconds = time.perf_counter() - t0
     return result
+
+
+def _check_strength(strength) -> float:
+    """The strength as a float in [0, 2]; ValueError in plain words otherwise (no torch import needed)."""
+    try:
+        s = float(strength)
+    except (TypeError, ValueError):
+        s = float("nan")
+    if not (0.0 <= s <= 2.0):   # also false for NaN
+        raise ValueError(f"--strength must be from 0 (no denoising) to 2 (twice the measured noise), got {strength!r}")
+    return s
 
 
 def _describe(exc: Exception, input_path: Path) -> str:
@@ -313,14 +379,20 @@ def collect_inputs(paths: list[str], recursive: bool = False) -> list[Path]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the `nnraw convert` options on ``parser``."""
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="raw file(s) or folder(s) of raw files")
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("-o", "--output", metavar="OUTPUT", help="output .dng (one input only)")
-    where.add_argument("--out-dir", metavar="DIR", help="folder for the outputs (default: beside each input)")
+    parser.add_argument("-o", "--output", metavar="OUT.dng|linear|cfa", action="append", default=[],
+                        help="the output .dng (one input only), and/or the kind of DNG: linear (default: "
+                             "demosaiced and denoised, LinearRaw) or cfa (a Bayer DNG in the source's layout, "
+                             "denoised, for your editor's own demosaic); e.g. -o x.dng --output cfa")
+    parser.add_argument("--out-dir", metavar="DIR", help="folder for the outputs (default: beside each input)")
     parser.add_argument("-r", "--recursive", action="store_true", help="also look in sub-folders of folder inputs")
     parser.add_argument("--iso", type=float, metavar="N", help="ISO for the network (default: from the raw)")
     parser.add_argument("--model", default="default", metavar="NAME|none",
                         help='network to run (see `nnraw info`); "none" writes the edge-aware pre-demosaic '
                              'alone (default: default, the shipped noise-conditioned network)')
+    parser.add_argument("--strength", type=float, default=1.0, metavar="S",
+                        help="how hard to denoise, 0 to 2 (default 1.0): the noise level the network is told is "
+                             "scaled by S; 0 writes the plain demosaic (as --model none), 2 denoises as for "
+                             "twice the measured noise")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to compute (default: auto)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--preview", metavar="OUT.png", help="also write an sRGB PNG of the result (one input only)")
@@ -337,8 +409,31 @@ def _usage_error(args: argparse.Namespace, message: str) -> int:
     return 2
 
 
+def _split_output(values: list[str] | str | None) -> tuple[str | None, str]:
+    """``-o/--output`` values -> (output path or None, kind): "linear"/"cfa" name the kind, anything
+    else the path (an output path must end in .dng, so the two never clash)."""
+    if values is None:
+        values = []
+    elif isinstance(values, str):
+        values = [values]
+    kinds = [v for v in values if v in OUTPUT_KINDS]
+    paths = [v for v in values if v not in OUTPUT_KINDS]
+    if len(kinds) > 1 and len(set(kinds)) > 1:
+        raise ValueError(f"--output: give one kind, linear or cfa, got {', '.join(kinds)}")
+    if len(paths) > 1:
+        raise ValueError(f"-o/--output: give one output file, got {', '.join(paths)}")
+    return (paths[0] if paths else None), (kinds[0] if kinds else "linear")
+
+
 def run(args: argparse.Namespace) -> int:
     """Carry out `nnraw convert`; returns the exit code (0 all converted, 1 some failed, 2 usage)."""
+    try:
+        output_path, kind = _split_output(args.output)
+    except ValueError as exc:
+        return _usage_error(args, str(exc))
+    args.output = output_path
+    if args.output and args.out_dir:
+        return _usage_error(args, "-o OUT.dng and --out-dir exclude each other")
     inputs = collect_inputs(args.inputs, getattr(args, "recursive", False))
     if not inputs:
         return _usage_error(args, f"no raw files found in {', '.join(args.inputs)}")
@@ -354,7 +449,8 @@ def run(args: argparse.Namespace) -> int:
             return _usage_error(args, f"--out-dir {out_dir}: {exc.strerror}")
     try:
         _resolve_device(args.device)
-        if args.model != "none":
+        _check_strength(args.strength)
+        if args.model != "none" and args.strength != 0:
             _import_infer(args.model)
     except (RuntimeError, ValueError) as exc:
         return _usage_error(args, str(exc))
@@ -375,7 +471,8 @@ def run(args: argparse.Namespace) -> int:
                                    error=f"{path}: output {output} would also be written from {planned[key]}")
         else:
             planned[key] = path
-            result = convert_file(path, output, model=args.model, iso=args.iso, device=args.device,
+            result = convert_file(path, output, model=args.model, strength=args.strength, kind=kind, iso=args.iso,
+                                  device=args.device,
                                   overwrite=args.overwrite, preview=args.preview, compare=args.compare)
         results.append(result)
         if progress is not None:

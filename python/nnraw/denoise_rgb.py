@@ -24,15 +24,19 @@ clean image comes back slightly softened in fine colour detail (docs/INFERENCE.m
 
 Noise level (one of them for noise-conditioned models):
 
-* ``--strength S``: the noise standard deviation in the file's own values scaled to [0, 1]. For
+* ``--noise-std N``: the noise standard deviation in the file's own values scaled to [0, 1]. For
   linear files it is the constant std of the noise map; for sRGB-encoded files it is carried through
   the slope of the sRGB decoding curve to a per-pixel std in the linear domain the network sees. For
-  the per-ISO reference networks (not noise-conditioned) S picks the network: the ISO whose reference
-  (Pentax K-3) profile has std S at 18 % grey, nearest in log ISO.
+  the per-ISO reference networks (not noise-conditioned) N picks the network: the ISO whose reference
+  (Pentax K-3) profile has std N at 18 % grey, nearest in log ISO.
 * ``--iso N``: the reference (Pentax K-3) Poisson-Gaussian profile at ISO N, on the linear values.
 
-The GIMP plug-in calls exactly ``nnraw denoise-rgb in.tif out.tif --linear --strength S`` with float32
-RGB TIFFs (no alpha). Output is written to a temporary name beside OUT and renamed.
+``--strength S`` (0..2, default 1), as in ``nnraw convert``: the noise map is scaled by S and the
+result blended ``input + min(S, 1) * (denoised - input)``; 0 gives the input back unchanged.
+
+The GIMP plug-in calls exactly ``nnraw denoise-rgb in.tif out.tif --linear --noise-std N --strength S``
+(or ``--iso N``) with float32 RGB TIFFs (no alpha). Output is written to a temporary name beside OUT
+and renamed.
 """
 
 from __future__ import annotations
@@ -235,29 +239,35 @@ def iso_for_strength(strength: float, grey: float = 0.18) -> float:
     return math.exp((lo + hi) / 2)
 
 
-def denoise_rgb_array(rgb_linear: np.ndarray, *, iso: float | None = None, strength: float | None = None,
-                      srgb: bool = False, model: str | torch.nn.Module = "default",
+def denoise_rgb_array(rgb_linear: np.ndarray, *, iso: float | None = None, noise_std: float | None = None,
+                      strength: float = 1.0, srgb: bool = False, model: str | torch.nn.Module = "default",
                       device: str | None = None, tile: int = 1024, resample_bayer: bool = True) -> np.ndarray:
-    """Denoise linear RGB float32 [H, W, 3] -> float32 [H, W, 3] (see the module docstring for iso/strength,
-    and for ``resample_bayer``: True feeds the network the pre-demosaics of the image's four Bayer
-    samplings, as it was trained; False feeds it the image itself)."""
+    """Denoise linear RGB float32 [H, W, 3] -> float32 [H, W, 3] (see the module docstring for
+    iso/noise_std/strength, and for ``resample_bayer``: True feeds the network the pre-demosaics of
+    the image's four Bayer samplings, as it was trained; False feeds it the image itself)."""
     from nnraw.encoding import in_domain
-    from nnraw.infer import resolve_model, run_tiled, _resolve_device
+    from nnraw.infer import _resolve_device, blend_strength, check_strength, resolve_model, run_tiled
 
-    if iso is not None and strength is not None:
-        raise DenoiseRGBError(f"{_CMD}: give --iso or --strength, not both")
-    if strength is not None and not (math.isfinite(strength) and 0 <= strength <= 1):
-        raise DenoiseRGBError(f"{_CMD}: --strength must be a noise std in [0, 1], got {strength}")
+    if iso is not None and noise_std is not None:
+        raise DenoiseRGBError(f"{_CMD}: give --iso or --noise-std, not both")
+    if noise_std is not None and not (math.isfinite(noise_std) and 0 <= noise_std <= 1):
+        raise DenoiseRGBError(f"{_CMD}: --noise-std must be a noise std in [0, 1], got {noise_std}")
     if iso is not None and not (math.isfinite(iso) and iso > 0):
         raise DenoiseRGBError(f"{_CMD}: --iso must be > 0, got {iso}")
+    try:
+        strength = check_strength(strength, "--strength")
+    except ValueError as exc:
+        raise DenoiseRGBError(f"{_CMD}: {exc}") from None
+    if strength == 0.0:
+        return rgb_linear
     x = torch.from_numpy(np.ascontiguousarray(rgb_linear.transpose(2, 0, 1)))[None]
     if resample_bayer and min(x.shape[-2:]) < 4:
         raise DenoiseRGBError(f"{_CMD}: the image of {x.shape[-2]}x{x.shape[-1]} is too small (at least 4x4)")
     dev = _resolve_device(device, x)
     if isinstance(model, str) and model == "reference" and iso is None:
-        if strength is None:
-            raise DenoiseRGBError(f"{_CMD}: model 'reference' needs --iso N or --strength S to choose the network")
-        iso = iso_for_strength(strength)
+        if noise_std is None:
+            raise DenoiseRGBError(f"{_CMD}: model 'reference' needs --iso N or --noise-std N to choose the network")
+        iso = iso_for_strength(noise_std)
     net = resolve_model(model, dev, iso)
     # The image is already white balanced: networks of the encoded domain see it with gains 1; the
     # linear-domain ones were trained on camera RGB, so their resampled mosaics are divided by CAMERA_WB.
@@ -269,8 +279,8 @@ def denoise_rgb_array(rgb_linear: np.ndarray, *, iso: float | None = None, stren
         # The map is evaluated on the network's input tiles, in the image's own (balanced) units: with
         # resampling the tiles are divided by the gains, so values and std are taken back first.
         gains = lambda t: wb.to(t.device, t.dtype).reshape(1, 3, 1, 1)  # noqa: E731
-        if strength is not None:
-            s = float(strength)
+        if noise_std is not None:
+            s = float(noise_std) * strength
             if srgb:
                 sigma = lambda t: s * srgb_decoding_slope(t * gains(t)) / gains(t)  # noqa: E731
             else:
@@ -279,16 +289,17 @@ def denoise_rgb_array(rgb_linear: np.ndarray, *, iso: float | None = None, stren
             from nnraw.noise import reference_profile
 
             prof = reference_profile(iso)
-            sigma = lambda t: prof.sigma_map((t * gains(t)).clamp(0.0, 1.0)) / gains(t)  # noqa: E731
+            sigma = lambda t: prof.sigma_map((t * gains(t)).clamp(0.0, 1.0)) * (strength / gains(t))  # noqa: E731
         else:
-            raise DenoiseRGBError(f"{_CMD}: the model is noise-conditioned: pass --strength S (noise std in "
+            raise DenoiseRGBError(f"{_CMD}: the model is noise-conditioned: pass --noise-std N (noise std in "
                                   "[0, 1]) or --iso N")
     if not resample_bayer:
         out = run_tiled(net, x, sigma, tile=tile, device=dev)
-        return out[0].numpy().transpose(1, 2, 0)
-    # the pre-demosaic the network was trained on: encoded for the white-balanced networks, linear for the seed's
-    pre_domain = "linear" if domain == "linear" else "srgb"
-    return _denoise_bayer_resampled(net, x, sigma, tile, dev, wb, pre_domain)[0].numpy().transpose(1, 2, 0)
+    else:
+        # the pre-demosaic the network was trained on: encoded for the white-balanced networks, linear for the seed's
+        pre_domain = "linear" if domain == "linear" else "srgb"
+        out = _denoise_bayer_resampled(net, x, sigma, tile, dev, wb, pre_domain)
+    return blend_strength(x, out, strength)[0].numpy().transpose(1, 2, 0)
 
 
 #: Typical as-shot white-balance gains (R, G, B) of camera RGB: the middle of the training data's range
@@ -320,7 +331,7 @@ def _denoise_bayer_resampled(net: torch.nn.Module, x: torch.Tensor, sigma, tile:
 
 
 def denoise_rgb_file(src: str | Path, dst: str | Path, *, iso: float | None = None,
-                     strength: float | None = None, linear: bool = False,
+                     noise_std: float | None = None, strength: float = 1.0, linear: bool = False,
                      model: str | torch.nn.Module = "default", device: str | None = None,
                      tile: int = 1024, resample_bayer: bool = True) -> None:
     """Read ``src``, denoise, write ``dst`` in the same sample format (atomically)."""
@@ -333,8 +344,8 @@ def denoise_rgb_file(src: str | Path, dst: str | Path, *, iso: float | None = No
         raise DenoiseRGBError(f"{_CMD}: {dst}: the folder {dst.parent} does not exist")
     img = read_rgb(src, linear=linear)
     lin = srgb_to_linear(torch.from_numpy(img.rgb)).numpy() if img.srgb else img.rgb
-    out = denoise_rgb_array(lin, iso=iso, strength=strength, srgb=img.srgb, model=model, device=device, tile=tile,
-                            resample_bayer=resample_bayer)
+    out = denoise_rgb_array(lin, iso=iso, noise_std=noise_std, strength=strength, srgb=img.srgb, model=model,
+                            device=device, tile=tile, resample_bayer=resample_bayer)
     write_rgb(dst, img, out)
 
 
@@ -347,8 +358,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("output", type=Path, metavar="OUT", help="output .png/.tif (same sample format as IN)")
     level = p.add_mutually_exclusive_group()
     level.add_argument("--iso", type=float, help="noise of the reference camera profile at this ISO")
-    level.add_argument("--strength", type=float, metavar="S",
+    level.add_argument("--noise-std", type=float, metavar="N",
                        help="noise std in the file's values scaled to [0, 1] (e.g. 0.02)")
+    p.add_argument("--strength", type=float, default=1.0, metavar="S",
+                   help="how hard to denoise, 0 to 2 (default 1.0): scales the noise level; 0 returns the input")
     p.add_argument("--linear", action="store_true",
                    help="8/16-bit input is linear, not sRGB (float TIFFs are always linear)")
     p.add_argument("--model", default="default", help="network name (see `nnraw info`), default: default")
@@ -358,7 +371,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        denoise_rgb_file(args.input, args.output, iso=args.iso, strength=args.strength, linear=args.linear,
+        denoise_rgb_file(args.input, args.output, iso=args.iso, noise_std=args.noise_std, strength=args.strength,
+                         linear=args.linear,
                          model=args.model, device=args.device, tile=args.tile)
     except (DenoiseRGBError, ValueError, TypeError, RuntimeError, KeyError) as exc:
         print(f"nnraw denoise-rgb: error: {exc}", file=sys.stderr)

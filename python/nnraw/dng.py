@@ -1,4 +1,4 @@
-"""Write a demosaiced, still-linear DNG (Adobe's layout) and copy Exif/XMP into it.
+"""Write a demosaiced, still-linear DNG (Adobe's layout), or a Bayer (CFA) DNG, and copy Exif/XMP into it.
 
 Layout (facts in docs/../shared/notes/DNG.md, checked with rawpy/LibRaw, darktable and exiftool)::
 
@@ -12,6 +12,12 @@ Layout (facts in docs/../shared/notes/DNG.md, checked with rawpy/LibRaw, darktab
 Quantisation (uint16): ``stored = round(clip(x, 0, 1) * 65535)`` (evaluated in float64) where ``x`` is camera RGB scaled so
 that 0 is black and 1 is the sensor's white level; readers get ``x`` back to within 0.5 / 65535.
 Values below black (noise) and above white are clipped.
+
+CFA output (:func:`write_cfa_dng_file`, ``nnraw convert --output cfa``): the same IFD0, and a SubIFD
+with PhotometricInterpretation CFA (32803), one uint16 sample per pixel: the denoised camera RGB
+sampled back at the source's own CFA sites, ``stored = clip(round(black[cfa] + x * (white - black[cfa])),
+0, white)`` with the source's pattern, black levels (per 2x2 position) and white level, so an editor
+runs its own demosaic and raw-only modules on it.
 
 Writes are atomic: everything goes to a temporary file in the target folder, which is fsynced and
 renamed over the target only when complete (see :func:`atomic_output`); it is removed on any failure.
@@ -33,12 +39,14 @@ import numpy as np
 import nnraw
 
 __all__ = [
-    "DngMetadata", "write_linear_dng", "write_dng_file", "copy_metadata", "atomic_output",
-    "DNG_VERSION", "LINEAR_RAW",
+    "DngMetadata", "write_linear_dng", "write_dng_file", "write_cfa_dng_file", "sample_cfa", "copy_metadata",
+    "atomic_output", "DNG_VERSION", "LINEAR_RAW", "CFA",
 ]
 
 DNG_VERSION = (1, 4, 0, 0)
 LINEAR_RAW = 34892
+CFA = 32803
+_CFA_CODE = {"R": 0, "G": 1, "B": 2}
 _RATIONAL_DEN = 1_000_000
 
 # TIFF field types (tifffile accepts the numbers).
@@ -57,6 +65,9 @@ class DngMetadata:
         wb: [3] as-shot white-balance gains (G = 1); AsShotNeutral = 1 / wb.
         baseline_exposure: EV.
         orientation: EXIF Orientation 1..8 of the stored pixels.
+        software: the Software tag (default ``nnraw <version>``).
+        default_crop: (x, y, width, height) of the source's default crop within the image, or None
+            (the whole image).
     """
 
     make: str
@@ -71,6 +82,8 @@ class DngMetadata:
     forward_matrix2: np.ndarray | None = None
     baseline_exposure: float = 0.0
     orientation: int = 1
+    software: str | None = None
+    default_crop: tuple[int, int, int, int] | None = None
 
     @classmethod
     def from_raw(cls, raw) -> "DngMetadata":
@@ -81,6 +94,7 @@ class DngMetadata:
             illuminant1=raw.illuminant1, illuminant2=raw.illuminant2,
             forward_matrix1=raw.forward_matrix1, forward_matrix2=raw.forward_matrix2,
             wb=raw.wb, baseline_exposure=raw.baseline_exposure, orientation=raw.orientation,
+            default_crop=getattr(raw, "default_crop", None),
         )
 
 
@@ -114,7 +128,7 @@ def _ifd0_tags(meta: DngMetadata, backward_version: tuple[int, ...]) -> list[tup
         (271, _ASCII, 0, _ascii(meta.make), True),
         (272, _ASCII, 0, _ascii(meta.model), True),
         (274, _SHORT, 1, int(meta.orientation), True),
-        (305, _ASCII, 0, f"nnraw {nnraw.__version__}", True),
+        (305, _ASCII, 0, _ascii(meta.software or f"nnraw {nnraw.__version__}"), True),
         (50706, _BYTE, 4, bytes(DNG_VERSION), True),
         (50707, _BYTE, 4, bytes(backward_version), True),
         (50708, _ASCII, 0, _ascii(meta.unique_camera_model), True),
@@ -204,14 +218,113 @@ def write_dng_file(path: str | Path, rgb, *, meta: DngMetadata, preview: np.ndar
     image_tags = [
         (50714, _LONG, 3, black, True),       # BlackLevel (one per sample)
         (50717, _LONG, 3, white, True),       # WhiteLevel
-        (50719, _LONG, 2, [0, 0], True),      # DefaultCropOrigin
-        (50720, _LONG, 2, [w, h], True),      # DefaultCropSize
+        *_crop_tags(meta, w, h),              # DefaultCropOrigin/Size
     ]
     with tifffile.TiffWriter(path, bigtiff=False) as tif:
         tif.write(preview, photometric="rgb", subfiletype=1, subifds=1, extratags=_ifd0_tags(meta, backward),
                   metadata=None, software=False, resolution=(72, 72))
         tif.write(image, photometric=LINEAR_RAW, subfiletype=0, extratags=image_tags, metadata=None,
                   software=False, compression=compression, predictor=predictor, rowsperstrip=64)
+    _fix_subifds_type(Path(path))
+
+
+def _crop_tags(meta: DngMetadata, w: int, h: int) -> list[tuple]:
+    x0, y0, cw, ch = meta.default_crop if meta.default_crop is not None else (0, 0, w, h)
+    if not (0 <= x0 and 0 <= y0 and cw > 0 and ch > 0 and x0 + cw <= w and y0 + ch <= h):
+        raise ValueError(f"write_dng: default crop {meta.default_crop} does not fit the {w}x{h} image")
+    return [(50719, _LONG, 2, [int(x0), int(y0)], True), (50720, _LONG, 2, [int(cw), int(ch)], True)]
+
+
+#: Sites whose source sample is at least this fraction of the way from black to white are clipped
+#: (nnraw.highlights uses the same threshold): the CFA output keeps the source's own value there.
+CLIPPED_FRACTION = 0.999
+
+
+def sample_cfa(rgb, pattern: str, black_levels, white_level: float, source: np.ndarray | None = None) -> np.ndarray:
+    """Camera RGB [1, 3, H, W] (0 = black, 1 = white) -> uint16 [H, W] Bayer mosaic in raw units.
+
+    Each site keeps the channel its CFA colour records (``pattern`` = colours of the top-left 2x2
+    block), scaled back to the source's levels: ``clip(round(black + x * (white - black)), 0, white)``,
+    evaluated in float64. Values above white (recovered highlights) store as white (clipped, as the
+    sensor was); values below black (noise) are kept down to 0. With ``source`` (the raw's own
+    uint16 [H, W] mosaic), sites where the sensor clipped (at least :data:`CLIPPED_FRACTION` of the
+    way to white) keep the source's value: there is no noise to remove there, and an editor's
+    highlight reconstruction needs the real clipped samples (highlight recovery before the network
+    may have raised green there).
+    """
+    arr = rgb.detach().cpu().numpy() if hasattr(rgb, "detach") else np.asarray(rgb)
+    if arr.ndim == 4 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim != 3 or arr.shape[0] != 3:
+        raise ValueError(f"write_cfa_dng: rgb must have shape [1, 3, H, W] or [3, H, W], got {list(arr.shape)}")
+    if len(pattern) != 4 or sorted(pattern) != ["B", "G", "G", "R"]:
+        raise ValueError(f"write_cfa_dng: pattern must be a Bayer pattern like 'RGGB', got {pattern!r}")
+    black = np.asarray(black_levels, dtype=np.float64).reshape(2, 2)
+    white = float(white_level)
+    if not (0 <= black.min() and black.max() < white <= 65535):
+        raise ValueError(f"write_cfa_dng: need 0 <= black {black.tolist()} < white {white:g} <= 65535")
+    h, w = arr.shape[1:]
+    out = np.empty((h, w), np.uint16)
+    for k, colour in enumerate(pattern):
+        dy, dx = divmod(k, 2)
+        b = black[dy, dx]
+        x = arr["RGB".index(colour), dy::2, dx::2].astype(np.float64)
+        out[dy::2, dx::2] = np.clip(np.rint(b + x * (white - b)), 0.0, white)
+    if source is not None:
+        if source.shape != (h, w):
+            raise ValueError(f"write_cfa_dng: source mosaic {list(source.shape)} differs from the image {[h, w]}")
+        for dy in (0, 1):
+            for dx in (0, 1):
+                src = source[dy::2, dx::2]
+                clipped = src >= black[dy, dx] + CLIPPED_FRACTION * (white - black[dy, dx])
+                out[dy::2, dx::2][clipped] = src[clipped]
+    return out
+
+
+def _level_tag(code: int, values) -> tuple:
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    if np.all(v == np.round(v)):
+        return (code, _LONG, v.size, [int(x) for x in v], True)
+    return (code, _RATIONAL, v.size, _rationals(v, False), True)
+
+
+def write_cfa_dng_file(path: str | Path, rgb, *, meta: DngMetadata, preview: np.ndarray, pattern: str,
+                       black_levels, white_level: float, source: np.ndarray | None = None) -> None:
+    """Write a Bayer (CFA) DNG to ``path`` directly (not atomic): the image sampled at the CFA sites.
+
+    Args:
+        path: output file.
+        rgb: Tensor or array [1, 3, H, W] camera RGB (not white balanced), 0 = black, 1 = white level.
+        meta: camera and colour metadata (as for the linear DNG; AsShotNeutral, matrices, orientation,
+            default crop).
+        preview: uint8 [h, w, 3] sRGB preview of the same (unrotated) image.
+        pattern: CFA colours of the top-left 2x2 block ("RGGB", "BGGR", "GRBG" or "GBRG").
+        black_levels: [2, 2] black level at each position of the 2x2 block (raw units).
+        white_level: saturation value (raw units, <= 65535).
+        source: the raw's own mosaic [H, W]: clipped sites keep its values (see :func:`sample_cfa`).
+    """
+    import tifffile
+
+    mosaic = sample_cfa(rgb, pattern, black_levels, white_level, source)
+    h, w = mosaic.shape
+    preview = np.ascontiguousarray(preview)
+    if preview.dtype != np.uint8 or preview.ndim != 3 or preview.shape[2] != 3:
+        raise ValueError(f"write_cfa_dng: preview must be uint8 [h, w, 3], got {preview.dtype} {list(preview.shape)}")
+    image_tags = [
+        (33421, _SHORT, 2, [2, 2], True),                                       # CFARepeatPatternDim
+        (33422, _BYTE, 4, bytes(_CFA_CODE[c] for c in pattern), True),         # CFAPattern
+        (50710, _BYTE, 3, bytes((0, 1, 2)), True),                              # CFAPlaneColor
+        (50711, _SHORT, 1, 1, True),                                            # CFALayout: rectangular
+        (50713, _SHORT, 2, [2, 2], True),                                       # BlackLevelRepeatDim
+        _level_tag(50714, black_levels),                                        # BlackLevel (2x2)
+        _level_tag(50717, [white_level]),                                       # WhiteLevel
+        *_crop_tags(meta, w, h),                                                # DefaultCropOrigin/Size
+    ]
+    with tifffile.TiffWriter(path, bigtiff=False) as tif:
+        tif.write(preview, photometric="rgb", subfiletype=1, subifds=1, extratags=_ifd0_tags(meta, (1, 1, 0, 0)),
+                  metadata=None, software=False, resolution=(72, 72))
+        tif.write(mosaic, photometric=CFA, subfiletype=0, extratags=sorted(image_tags), metadata=None,
+                  software=False, rowsperstrip=64)
     _fix_subifds_type(Path(path))
 
 
@@ -258,10 +371,11 @@ def _capture_exif(exif: dict[str, str]) -> dict[str, str]:
     return out
 
 
-def copy_metadata(source: str | Path, target: str | Path) -> dict[str, int]:
+def copy_metadata(source: str | Path, target: str | Path, *, creator_tool: str | None = None) -> dict[str, int]:
     """Copy the capture's Exif and XMP (exposure, ISO, lens, date, GPS, rating, keywords...) from
     ``source`` into the DNG ``target`` with pyexiv2, leaving out what would contradict the new image
-    (sizes, strips, CFA, maker notes, orientation, DNG and Camera Raw tags).
+    (sizes, strips, CFA, maker notes, orientation, DNG and Camera Raw tags). ``creator_tool``, when
+    given, is written as XMP ``xmp:CreatorTool`` (what nnraw applied: model, strength).
 
     Returns:
         {"exif": n, "xmp": m}: how many tags were copied. Sources exiv2 cannot read give zeros.
@@ -277,7 +391,9 @@ def copy_metadata(source: str | Path, target: str | Path) -> dict[str, int]:
             except Exception:
                 xmp = {}
     except Exception:  # exiv2 does not know the format: nothing to copy
-        return {"exif": 0, "xmp": 0}
+        exif, xmp = {}, {}
+    if creator_tool is not None:
+        xmp = {**xmp, "Xmp.xmp.CreatorTool": creator_tool}
     copied = {"exif": 0, "xmp": 0}
     with pyexiv2.Image(str(target)) as dst:
         for kind, tags, modify in (("exif", exif, dst.modify_exif), ("xmp", xmp, dst.modify_xmp)):

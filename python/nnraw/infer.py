@@ -564,6 +564,34 @@ def _darktable_table():
     return None
 
 
+STRENGTH_RANGE = (0.0, 2.0)
+"""Allowed ``strength`` values (see :func:`denoise_camera_rgb`)."""
+
+
+def check_strength(strength: float, what: str = "strength") -> float:
+    """``strength`` as a float, or ValueError naming the allowed range."""
+    try:
+        s = float(strength)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a number from {STRENGTH_RANGE[0]:g} to {STRENGTH_RANGE[1]:g}, "
+                         f"got {strength!r}") from None
+    if not (math.isfinite(s) and STRENGTH_RANGE[0] <= s <= STRENGTH_RANGE[1]):
+        raise ValueError(f"{what} must be from {STRENGTH_RANGE[0]:g} (no denoising) to {STRENGTH_RANGE[1]:g} "
+                         f"(twice the measured noise), got {strength!r}")
+    return s
+
+
+def blend_strength(pre: torch.Tensor, net: torch.Tensor, strength: float) -> torch.Tensor:
+    """``pre + min(strength, 1) * (net - pre)``, in place in ``net`` (returned).
+
+    With the noise map scaled by ``strength`` as well, the result is continuous in ``strength`` and
+    reaches ``pre`` exactly at 0 (where callers skip the network altogether)."""
+    w = min(float(strength), 1.0)
+    if w < 1.0:
+        net.sub_(pre.to(net.device, net.dtype)).mul_(w).add_(pre.to(net.device, net.dtype))
+    return net
+
+
 def denoise_camera_rgb(
     rgb: torch.Tensor,
     *,
@@ -574,6 +602,7 @@ def denoise_camera_rgb(
     profile: "str | Path | NoiseProfile | None" = None,
     sigma: float | None = None,
     wb: Any = None,
+    strength: float = 1.0,
     tile: int = DEFAULT_TILE,
     batch: int | None = None,
     precision: str = "float32",
@@ -595,13 +624,21 @@ def denoise_camera_rgb(
         sigma: a constant noise std (in [0, 1] units) instead of a profile (used by denoise-rgb).
         wb: as-shot white-balance gains [3] (default: ``raw.wb``, else 1): networks trained in the
             white-balanced encoded domain (:mod:`nnraw.encoding`) need them.
+        strength: 0..2, the photographer's control. The network is conditioned on the noise map
+            times ``strength`` and the result is blended ``rgb + min(strength, 1) * (net - rgb)``:
+            0 returns ``rgb`` itself without running the network (bit for bit the pre-demosaic),
+            1 is the network as trained, 2 denoises as if the noise were twice the measured one.
+            Models without a noise input only get the blend (values above 1 act as 1).
         tile, batch, precision, compile, progress: see :func:`run_tiled`.
 
     Returns:
-        Tensor[1, 3, H, W] float32 on rgb's device.
+        Tensor[1, 3, H, W] float32 on rgb's device (``rgb`` itself when ``strength`` is 0).
     """
     from nnraw.encoding import in_domain
 
+    strength = check_strength(strength, f"{_OP}: strength")
+    if strength == 0.0:
+        return rgb
     dev = _resolve_device(device, rgb)
     net = resolve_model(model, dev, iso or (getattr(raw, "iso", None) if raw is not None else None))
     # Networks trained white balanced and encoded run in that domain, pointwise around them.
@@ -617,5 +654,13 @@ def denoise_camera_rgb(
         else:
             prof, _ = choose_noise_profile(profile=profile, raw=raw, iso=iso)
             sigma_fn = lambda x: prof.sigma_map(x.clamp(0.0, 1.0))  # noqa: E731
-    return run_tiled(net, rgb, sigma_fn, tile=tile, batch=batch, device=dev, precision=precision,
-                     compile=compile, progress=progress)
+        if strength != 1.0:
+            sigma_fn = _scaled(sigma_fn, strength)
+    out = run_tiled(net, rgb, sigma_fn, tile=tile, batch=batch, device=dev, precision=precision,
+                    compile=compile, progress=progress)
+    return blend_strength(rgb, out, strength)
+
+
+def _scaled(sigma_fn: Callable[[torch.Tensor], torch.Tensor], factor: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The noise-map function times ``factor`` (the strength control)."""
+    return lambda x: sigma_fn(x) * factor

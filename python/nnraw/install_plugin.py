@@ -268,7 +268,9 @@ def how_to_enable(program: str, config: Path) -> str:
                      + '; restart darktable.']
         else:
             lines = [f'darktable: {luarc} already loads the script; restart darktable.']
-        lines.append('The "nnraw" module then appears in the lighttable\'s right panel; its settings are in '
+        lines.append('The "nnraw" module then appears in the lighttable\'s right panel, with a strength slider '
+                     '(0 = no denoising, 1 = default, 2 = twice as hard) and the output: linear (a demosaiced DNG) '
+                     'or cfa (a denoised Bayer DNG that darktable demosaics itself); the other settings are in '
                      'preferences > lua options.')
         recorded = config / "lua" / "contrib" / PROGRAM_FILE
         if recorded.is_file():
@@ -280,7 +282,7 @@ def how_to_enable(program: str, config: Path) -> str:
         return "\n".join(lines)
     return "\n".join([
         "GIMP 3: restart GIMP. Then:",
-        "  - denoise a layer: Filters > Enhance > Noise > nnraw Denoise...",
+        "  - denoise a layer: Filters > Enhance > Noise > nnraw Denoise... (Strength 0-2, as nnraw's --strength)",
         "  - open raws with nnraw: Edit > Preferences > Image Import & Export > Raw Image Importer: nnraw",
         f"The plug-in runs: {' '.join(nnraw_command()['command'])} (see {COMMAND_FILE} beside it).",
     ])

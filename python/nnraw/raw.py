@@ -1,10 +1,12 @@
 """Read a Bayer camera raw file (rawpy/LibRaw) into a :class:`RawImage`.
 
 Every Bayer format LibRaw reads works (DNG, PEF, NEF, CR2/CR3, ARW, ORF, RW2, RAF-Bayer, KDC...).
-What is kept: the visible area of the mosaic (cropped to even height/width), its CFA pattern (the
-colours of the top-left 2x2 block of that area), per-CFA-position black levels and the white level,
-the as-shot white balance, the camera's colour matrices (XYZ -> camera, DNG convention), the
-orientation, ISO and camera make/model.
+What is kept: the whole visible area of the mosaic (``RawImage.visible``, any size, odd included:
+every pixel), its CFA pattern (the colours of the top-left 2x2 block of that area, so an ActiveArea
+that starts at an odd row or column gives the right phase), a DNG's default crop, per-CFA-position
+black levels and the white level, the as-shot white balance, the camera's colour matrices
+(XYZ -> camera, DNG convention), the orientation, ISO and camera make/model. ``RawImage.mosaic`` is
+the same area cropped to whole 2x2 cells (even height/width: a view, for the statistics code).
 
 Colour matrices: for a DNG source they are read from its own tags (ColorMatrix1/2,
 CalibrationIlluminant1/2, ForwardMatrix1/2, BaselineExposure) with tifffile, because LibRaw does not
@@ -63,7 +65,8 @@ class RawImage:
     """A Bayer raw, as read by :func:`read_raw`.
 
     Attributes:
-        mosaic: uint16 [H, W], the visible area, H and W even.
+        mosaic: uint16 [H, W], the visible area cropped to whole 2x2 CFA cells (H and W even; a view
+            of ``visible``).
         pattern: CFA colours of ``mosaic[:2, :2]`` read row by row: "RGGB", "BGGR", "GRBG" or "GBRG".
         black_levels: float64 [2, 2], black level at each position of the 2x2 CFA block.
         white_level: saturation value (same scale as ``mosaic``).
@@ -79,6 +82,10 @@ class RawImage:
         make, model: camera maker and model.
         unique_camera_model: DNG UniqueCameraModel (make + model for non-DNG sources).
         path: the file read.
+        visible: uint16 [H', W'], the whole visible area (ActiveArea of a DNG), odd sizes included;
+            ``mosaic`` is its top-left even part. None only for RawImages built by hand (= mosaic).
+        default_crop: (x, y, width, height) of a DNG's DefaultCropOrigin/Size relative to the visible
+            area, or None (the whole visible area).
     """
 
     mosaic: np.ndarray
@@ -100,14 +107,22 @@ class RawImage:
     model: str = ""
     unique_camera_model: str = ""
     path: Path = Path()
+    visible: np.ndarray | None = None
+    default_crop: tuple[int, int, int, int] | None = None
+
+    def __post_init__(self):
+        if self.visible is None:
+            self.visible = self.mosaic
 
     @property
     def height(self) -> int:
-        return int(self.mosaic.shape[0])
+        """Height of the whole visible area."""
+        return int(self.visible.shape[0])
 
     @property
     def width(self) -> int:
-        return int(self.mosaic.shape[1])
+        """Width of the whole visible area."""
+        return int(self.visible.shape[1])
 
 
 def _libraw_errors():
@@ -169,7 +184,38 @@ def _dng_colour_tags(path: Path) -> dict:
         if get(50708) is not None:
             ucm = get(50708)
             out["unique_camera_model"] = ucm.decode(errors="replace") if isinstance(ucm, bytes) else str(ucm)
+        # ActiveArea and DefaultCropOrigin/Size live in the raw image's IFD (IFD0 or a SubIFD with
+        # NewSubFileType 0)
+        for page in [tif.pages[0], *(tif.pages[0].pages or [])]:
+            ptags = page.tags
+            kind = ptags[254].value if 254 in ptags else 0
+            if int(kind) != 0 or 262 not in ptags or int(ptags[262].value) != 32803:
+                continue
+            if 50829 in ptags:
+                aa = _numbers(ptags[50829])
+                if len(aa) == 4:
+                    out["active_area"] = tuple(int(round(v)) for v in aa)
+            if 50714 in ptags and 50713 in ptags and 50715 not in ptags and 50716 not in ptags:
+                dims, levels = _numbers(ptags[50713]), _numbers(ptags[50714])   # no BlackLevelDeltaH/V
+                if dims == [2, 2] and len(levels) == 4:
+                    out["black_2x2"] = np.array(levels).reshape(2, 2)
+                elif dims == [1, 1] and len(levels) == 1:
+                    out["black_2x2"] = np.full((2, 2), levels[0])
+            if 50720 in ptags:
+                origin = _numbers(ptags[50719]) if 50719 in ptags else [0.0, 0.0]
+                size = _numbers(ptags[50720])
+                if len(origin) == 2 and len(size) == 2:
+                    out["default_crop"] = tuple(int(round(v)) for v in (*origin, *size))
+            break
     return out
+
+
+def _numbers(tag) -> list[float]:
+    """A TIFF SHORT/LONG/RATIONAL tag's values (tifffile gives rationals as flat (num, den) pairs)."""
+    v = np.asarray(tag.value, dtype=np.float64).reshape(-1)
+    if int(tag.dtype) in (5, 10):  # RATIONAL, SRATIONAL
+        return (v[0::2] / np.where(v[1::2] == 0, 1, v[1::2])).tolist()
+    return v.tolist()
 
 
 def _is_dng(path: Path) -> bool:
@@ -204,6 +250,52 @@ def _has_container_header(path: Path) -> bool:
     return any(head[off:off + len(sig)] == sig for off, sig in _CONTAINER_SIGNATURES)
 
 
+# What a file that LibRaw cannot open is, when it is a common non-raw format (first bytes).
+_OTHER_FORMATS = (
+    (b"\xff\xd8\xff", "a JPEG image"), (b"\x89PNG\r\n\x1a\n", "a PNG image"), (b"GIF8", "a GIF image"),
+    (b"%PDF", "a PDF document"), (b"PK\x03\x04", "a ZIP archive"), (b"BM", "a BMP image"),
+    (b"\x1f\x8b", "a gzip archive"), (b"8BPS", "a Photoshop document"),
+)
+
+
+def _what_it_is(head: bytes) -> str | None:
+    """'a JPEG image', 'a text file', ... for a file that is not a raw; None when unknown."""
+    for sig, name in _OTHER_FORMATS:
+        if head.startswith(sig):
+            return name
+    if head[4:12] in (b"ftypheic", b"ftypheix", b"ftypavif", b"ftypmif1"):
+        return "a HEIF/AVIF image"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "a WebP image"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        # a multi-byte character cut at the end of the sample is still text
+        try:
+            text = head[:-3].decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    if text and all(c.isprintable() or c in "\t\r\n\f" for c in text):
+        return "a text file"
+    return None
+
+
+def _not_a_raw(path: Path, exc: Exception | None = None) -> RawReadError | None:
+    """The plain-words error for an empty file or one whose first bytes are no raw container."""
+    size = path.stat().st_size
+    if size == 0:
+        return RawReadError(path, "empty file (0 bytes): not a raw file")
+    with open(path, "rb") as f:
+        head = f.read(512)
+    kind = _what_it_is(head)
+    if kind is not None:
+        return RawReadError(path, f"not a raw file: it is {kind} ({size} bytes), whatever its name says")
+    if exc is not None and not _has_container_header(path):
+        return RawReadError(path, f"not a raw file: it starts with no raw file header LibRaw knows "
+                                  f"[{type(exc).__name__}: {exc}]")
+    return None
+
+
 def _exif_iso_make_model(path: Path) -> tuple[float | None, str, str]:
     """ISO, make and model from the file's Exif (exiv2); empty when exiv2 cannot read the format."""
     try:
@@ -234,7 +326,7 @@ def read_raw(path: str | Path) -> RawImage:
         path: the raw file.
 
     Returns:
-        RawImage with ``mosaic`` uint16 [H, W] (visible area, H and W even).
+        RawImage with ``visible`` uint16 [H, W] (the whole visible area) and ``mosaic`` (its even part).
 
     Raises:
         RawReadError: the file is missing, not a raw, corrupt or truncated, or not a Bayer raw.
@@ -244,6 +336,13 @@ def read_raw(path: str | Path) -> RawImage:
     path = Path(path)
     if not path.is_file():
         raise RawReadError(path, "no such file")
+    if path.stat().st_size == 0:
+        raise _not_a_raw(path)
+    is_dng = _is_dng(path)
+    try:
+        tags = _dng_colour_tags(path) if is_dng else {}
+    except Exception:  # a DNG whose tags tifffile cannot parse: LibRaw says what is wrong below
+        tags = {}
     try:
         with rawpy.imread(str(path)) as r:
             raw_type = r.raw_type
@@ -264,6 +363,22 @@ def read_raw(path: str | Path) -> RawImage:
                 raise RawReadError(path, f"CFA of shape {raw_pattern.shape} is not supported: nnraw needs a 2x2 Bayer mosaic")
             visible = np.array(r.raw_image_visible, dtype=np.uint16)
             colours = np.array(r.raw_colors_visible[:2, :2])
+            margins = (int(r.sizes.top_margin), int(r.sizes.left_margin))
+            own_active_area = False
+            if "active_area" in tags:
+                # LibRaw moves an ActiveArea that starts at an odd row/column to the next even one
+                # and drops that row/column: take the DNG's own ActiveArea from the stored image
+                # instead (every pixel), with the CFA colours at its origin (LibRaw's colours
+                # continued with period 2).
+                top, left, bottom, right = tags["active_area"]
+                full = r.raw_image
+                if (0 <= top < bottom <= full.shape[0] and 0 <= left < right <= full.shape[1]
+                        and (top, left, bottom - top, right - left) != (*margins, *visible.shape)):
+                    visible = np.array(full[top:bottom, left:right], dtype=np.uint16)
+                    colours = np.array([[colours[(top + dy - margins[0]) % 2, (left + dx - margins[1]) % 2]
+                                         for dx in (0, 1)] for dy in (0, 1)])
+                    own_active_area = True
+                del full
             black_per_channel = np.array(r.black_level_per_channel, dtype=np.float64)
             white = float(r.white_level)
             cam_wb = np.array(r.camera_whitebalance, dtype=np.float64)
@@ -272,7 +387,9 @@ def read_raw(path: str | Path) -> RawImage:
     except RawReadError:
         raise
     except Exception as exc:  # rawpy raises its own LibRaw* errors; anything else is unreadable too
-        raise _map_libraw_error(path, exc) from exc
+        # LibRaw says "I/O error" for a text file or a JPEG as for a truncated raw: tell them apart
+        # by the first bytes (a raw container header that LibRaw then fails on = truncated/corrupt).
+        raise (_not_a_raw(path, exc) or _map_libraw_error(path, exc)) from exc
 
     pattern = "".join(color_desc[int(c)] for c in colours.reshape(-1))
     if sorted(pattern) != ["B", "G", "G", "R"]:
@@ -280,8 +397,12 @@ def read_raw(path: str | Path) -> RawImage:
     if visible.ndim != 2 or min(visible.shape) < 4:
         raise RawReadError(path, f"visible raw area {visible.shape} is too small (need at least 4x4)")
     h, w = visible.shape[0] // 2 * 2, visible.shape[1] // 2 * 2
-    mosaic = np.ascontiguousarray(visible[:h, :w])
+    mosaic = visible[:h, :w]   # whole 2x2 cells (a view) for the statistics code; convert uses `visible`
     black_levels = black_per_channel[colours]
+    if own_active_area and "black_2x2" in tags:
+        # LibRaw also lays a 2x2 BlackLevel out from its moved origin; the DNG's is relative to the
+        # ActiveArea's (ours)
+        black_levels = tags["black_2x2"]
     if not white > black_levels.max():
         raise RawReadError(path, f"white level {white:g} is not above the black levels {black_levels.tolist()}")
 
@@ -295,8 +416,6 @@ def read_raw(path: str | Path) -> RawImage:
         wb = np.ones(3)
     wb = wb / wb[1]
 
-    is_dng = _is_dng(path)
-    tags = _dng_colour_tags(path) if is_dng else {}
     iso, make, model = _exif_iso_make_model(path)
     if not (make or model) and not _has_container_header(path):
         raise RawReadError(
@@ -338,21 +457,46 @@ def read_raw(path: str | Path) -> RawImage:
         model=model,
         unique_camera_model=tags.get("unique_camera_model") or f"{make} {model}".strip() or "unknown camera",
         path=path,
+        visible=visible,
+        default_crop=_valid_crop(tags.get("default_crop"), visible.shape),
     )
 
 
-def normalise(raw: RawImage) -> torch.Tensor:
+def _valid_crop(crop, shape) -> tuple[int, int, int, int] | None:
+    """A default crop that lies inside the visible area and is not the whole of it, else None."""
+    if crop is None:
+        return None
+    x, y, w, h = crop
+    if x < 0 or y < 0 or w <= 0 or h <= 0 or x + w > shape[1] or y + h > shape[0]:
+        return None
+    if (x, y, w, h) == (0, 0, shape[1], shape[0]):
+        return None
+    return (x, y, w, h)
+
+
+def normalise(raw: RawImage, *, whole: bool = False) -> torch.Tensor:
     """Black-subtract and scale the mosaic: (x - black[cfa]) / (white - black[cfa]).
 
     Not clipped: values below black stay negative (noise), values are 1 at saturation.
 
+    Args:
+        whole: normalise the whole visible area (``raw.visible``, odd sizes included) instead of
+            ``raw.mosaic`` (whole 2x2 cells).
+
     Returns:
         Tensor[1, 1, H, W] float32.
     """
-    h, w = raw.mosaic.shape
-    black = raw.black_levels.astype(np.float32).reshape(1, 2, 1, 2)
-    scale = (1.0 / (raw.white_level - raw.black_levels)).astype(np.float32).reshape(1, 2, 1, 2)
-    blocks = raw.mosaic.reshape(h // 2, 2, w // 2, 2).astype(np.float32)
-    blocks -= black
-    blocks *= scale
-    return torch.from_numpy(blocks.reshape(h, w))[None, None]
+    src = getattr(raw, "visible", None) if whole else None
+    src = raw.mosaic if src is None else src
+    h, w = src.shape
+    levels = np.asarray(raw.black_levels, dtype=np.float64).reshape(2, 2)
+    black = levels.astype(np.float32)
+    scale = (1.0 / (raw.white_level - levels)).astype(np.float32)
+    out = np.empty((h, w), np.float32)
+    for dy in (0, 1):
+        for dx in (0, 1):
+            plane = src[dy::2, dx::2].astype(np.float32)
+            plane -= black[dy, dx]
+            plane *= scale[dy, dx]
+            out[dy::2, dx::2] = plane
+    return torch.from_numpy(out)[None, None]

@@ -4,7 +4,8 @@
 * Filters > Enhance > Noise > nnraw Denoise...  (procedure ``plug-in-nnraw-denoise``)
   Denoises the active RGB layer (within the selection, if any) as ONE undo step. The layer's pixels are
   read as linear float RGB (GIMP converts from whatever precision the image has), written to a
-  float32 TIFF, denoised by ``nnraw denoise-rgb IN.tif OUT.tif --linear (--strength S | --iso N)`` and
+  float32 TIFF, denoised by ``nnraw denoise-rgb IN.tif OUT.tif --linear (--noise-std N | --iso N)
+  --strength S`` and
   written back through the shadow buffer (merge_shadow keeps the selection's soft edges).
 * Raw loader (procedure ``file-nnraw-raw-load``; choose it in Edit > Preferences > Image Import &
   Export > Raw Image Importer): ``nnraw convert RAW -o tmp.dng --json`` then
@@ -268,6 +269,7 @@ def denoise(procedure, run_mode, image, drawables, config, data):
         dialog.destroy()
 
     strength = config.get_property("strength")
+    noise_level = config.get_property("noise-level")
     iso = config.get_property("iso")
     found, x, y, w, h = drawable.mask_intersect()
     if not found or w == 0 or h == 0:
@@ -279,7 +281,8 @@ def denoise(procedure, run_mode, image, drawables, config, data):
         rgb, alpha = read_rgb(drawable, x, y, w, h)
         src, dst = os.path.join(workdir, "in.tif"), os.path.join(workdir, "out.tif")
         write_float_tiff(src, w, h, rgb)
-        noise = ["--iso", str(iso)] if iso > 0 else ["--strength", repr(float(strength))]
+        noise = ["--iso", str(iso)] if iso > 0 else ["--noise-std", repr(float(noise_level))]
+        noise += ["--strength", repr(float(strength))]
         run_nnraw(["denoise-rgb", src, dst, "--linear"] + noise, "nnraw: denoising {}x{} pixels".format(w, h))
         out_w, out_h, out = read_float_tiff(dst)
         if (out_w, out_h) != (w, h):
@@ -357,10 +360,15 @@ class Nnraw(Gimp.PlugIn):
             procedure.set_documentation(
                 "Denoise with nnraw's network",
                 "Denoises the active RGB layer (within the selection) in linear light with "
-                "`nnraw denoise-rgb`. Strength is the noise standard deviation in linear [0, 1] units; "
-                "an ISO > 0 uses nnraw's reference camera noise profile at that ISO instead.",
+                "`nnraw denoise-rgb`. Strength (0 to 2) is how hard to denoise, as nnraw's --strength: "
+                "0 leaves the layer unchanged, 1 removes the noise level given, 2 denoises twice as hard. "
+                "The noise level is the noise standard deviation in linear [0, 1] units; an ISO > 0 uses "
+                "nnraw's reference camera noise profile at that ISO instead.",
                 name)
-            procedure.add_double_argument("strength", "_Noise level (std, linear)",
+            procedure.add_double_argument("strength", "_Strength",
+                                          "How hard to denoise: 0 = unchanged, 1 = the noise level given, 2 = twice as hard",
+                                          0.0, 2.0, 1.0, GObject.ParamFlags.READWRITE)
+            procedure.add_double_argument("noise-level", "_Noise level (std, linear)",
                                           "Noise standard deviation in linear [0, 1] units",
                                           0.0005, 0.5, 0.02, GObject.ParamFlags.READWRITE)
             procedure.add_int_argument("iso", "_ISO (0: use the noise level)",
