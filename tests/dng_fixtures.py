@@ -184,9 +184,12 @@ def expected_pre_demosaic(raw: SyntheticRaw):
     """The pre-demosaic of a fixture computed from what it was written with: Tensor[1, 3, H, W].
 
     Normalisation here is independent of nnraw.raw: (stored - black[cfa]) / (white - black[cfa]).
+    The demosaic is the pure-PyTorch reference, run white balanced and sRGB-encoded as nnraw's
+    pre-demosaic is (nnraw.encoding.pre_demosaic).
     """
     import torch
 
+    from nnraw.encoding import decode, encode, site_gains
     from nnraw.ops import edge_aware_demosaic_reference
 
     h, w = raw.mosaic.shape
@@ -194,7 +197,8 @@ def expected_pre_demosaic(raw: SyntheticRaw):
     x = (raw.mosaic.astype(np.float64) - black) / (raw.white - black)
     mosaic = torch.from_numpy(x.astype(np.float32))[None, None]
     wb = torch.tensor(raw.wb, dtype=torch.float32)
-    return edge_aware_demosaic_reference(mosaic, raw.pattern, wb)
+    e = edge_aware_demosaic_reference(encode(mosaic * site_gains(wb, raw.pattern, mosaic)), raw.pattern, torch.ones(3))
+    return decode(e) / wb.reshape(1, 3, 1, 1)
 
 
 def quantised(rgb) -> np.ndarray:

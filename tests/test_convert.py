@@ -129,8 +129,15 @@ def expected_pre_demosaic_of(path: Path):
 
     import torch
 
+    from nnraw.encoding import decode, encode, site_gains
+
+    # the pre-demosaic runs white balanced and sRGB-encoded (nnraw.encoding.pre_demosaic), here with
+    # the pure-PyTorch reference demosaic
     raw = read_raw(path)
-    return edge_aware_demosaic_reference(normalise(raw), raw.pattern, torch.tensor(raw.wb, dtype=torch.float32))
+    wb = torch.tensor(raw.wb, dtype=torch.float32)
+    m = normalise(raw)
+    e = edge_aware_demosaic_reference(encode(m * site_gains(wb, raw.pattern, m)), raw.pattern, torch.ones(3))
+    return decode(e) / wb.reshape(1, 3, 1, 1)
 
 
 def _bad_input(kind: str, folder: Path) -> tuple[Path, str]:
