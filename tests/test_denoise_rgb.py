@@ -211,8 +211,19 @@ def test_default_model_reduces_rgb_noise():
     err_out = np.abs(out - clean)[8:-8, 8:-8].mean()
     err_direct = np.abs(direct - clean)[8:-8, 8:-8].mean()
     print(f"mean |error|: noisy {err_in:.4f}, Bayer-resampled {err_out:.4f}, RGB fed directly {err_direct:.4f}")
-    assert err_out < 0.5 * err_in
+    assert err_out < 0.6 * err_in
     np.testing.assert_allclose(out.mean(axis=(0, 1)), clean.mean(axis=(0, 1)), atol=0.005)  # no colour cast
+
+
+@pytest.mark.xfail(strict=True, reason="the white-balanced default (issue #10, 2026-12-02) halves less of it: "
+                   "mean |error| 0.0242 -> 0.0127 (the previous, linear default: 0.0103); docs/MODELS.md")
+def test_default_model_halves_rgb_noise():
+    _default_model_or_skip()
+    from nnraw.denoise_rgb import denoise_rgb_array
+
+    clean, noisy = _noisy_ramp()
+    out = denoise_rgb_array(noisy, noise_std=0.03, model="default", device="cpu")
+    assert np.abs(out - clean)[8:-8, 8:-8].mean() < 0.5 * np.abs(noisy - clean)[8:-8, 8:-8].mean()
 
 
 def test_bayer_resampling_is_the_mean_of_four_pre_demosaics():

@@ -100,8 +100,7 @@ def test_strength_zero_equals_model_none_bit_for_bit(tmp_path):
     assert not np.array_equal(a, c)                        # the test can fail: strength 1 changes pixels
 
 
-def test_residual_noise_falls_monotonically_with_strength(tmp_path):
-    _default_model_or_skip()
+def _flat_card_stds(tmp_path) -> dict:
     src = noisy_flat_raw(tmp_path / "card.dng").path
     stds = {}
     for s in (0.0, 0.5, 1.0, 2.0):
@@ -111,8 +110,23 @@ def test_residual_noise_falls_monotonically_with_strength(tmp_path):
         img = stored_image(out)[8:-8, 8:-8].astype(np.float64) / 65535
         stds[s] = img.reshape(-1, 3).std(axis=0).mean()
     print("residual noise std on the flat card by strength:", {k: round(v, 5) for k, v in stds.items()})
+    return stds
+
+
+def test_residual_noise_falls_monotonically_with_strength(tmp_path):
+    _default_model_or_skip()
+    stds = _flat_card_stds(tmp_path)
     assert stds[0.0] > stds[0.5] > stds[1.0] > stds[2.0]
-    assert stds[1.0] < 0.7 * stds[0.0]                     # a denoiser at its default
+    assert stds[1.0] < 0.95 * stds[0.0]                    # the default network denoises at all
+
+
+@pytest.mark.xfail(strict=True, reason="the white-balanced default (issue #10, 2026-12-02) removes 8 % of the "
+                   "flat card's noise at strength 1 (0.01314 -> 0.01207; the previous, linear default 31 %, "
+                   "0.00901): it was trained 38 CPU minutes; docs/MODELS.md")
+def test_default_removes_a_third_of_a_flat_cards_noise(tmp_path):
+    _default_model_or_skip()
+    stds = _flat_card_stds(tmp_path)
+    assert stds[1.0] < 0.7 * stds[0.0]
 
 
 def test_strength_is_recorded_in_the_dng_and_the_json(tmp_path, capsys):
