@@ -22,6 +22,7 @@ import pytest
 import torch
 
 ISO = 800
+WB = torch.tensor([2.0, 1.0, 1.5])   # the scene's camera white balance
 SIZE = 192
 # Allowed excess over the ground truth's Nyquist energy, per channel: 5 % of the ground truth's
 # energy plus (0.002)^2 (a checkerboard of amplitude 0.002, 0.2 % of white, over the whole image).
@@ -89,11 +90,11 @@ def mosaic_rggb(rgb: torch.Tensor) -> torch.Tensor:
 
 def noisy_pre_demosaic(gt: torch.Tensor) -> torch.Tensor:
     noise = pytest.importorskip("nnraw.noise", reason="nnraw.noise not in this build")
-    from nnraw.ops import edge_aware_demosaic
+    from nnraw.encoding import pre_demosaic
 
     g = torch.Generator().manual_seed(7)
     mosaic = noise.add_noise(mosaic_rggb(gt), noise.reference_profile(ISO), generator=g, pattern="RGGB")
-    return edge_aware_demosaic(mosaic, "RGGB", torch.tensor([2.0, 1.0, 1.5]))
+    return pre_demosaic(mosaic, "RGGB", WB)     # as nnraw convert makes it: white balanced, sRGB-encoded
 
 
 def test_nyquist_energy_measures_a_checkerboard():
@@ -139,7 +140,7 @@ def _network_output(name: str, plain: torch.Tensor) -> torch.Tensor:
     from nnraw.infer import denoise_camera_rgb
 
     try:
-        return denoise_camera_rgb(plain, model=name, iso=ISO, device="cpu", tile=128)
+        return denoise_camera_rgb(plain, model=name, iso=ISO, device="cpu", tile=128, wb=WB.numpy())
     except (FileNotFoundError, RuntimeError) as exc:
         if "weight" in str(exc).lower():
             pytest.skip(f"model {name!r}: trained weights not available: {exc}")
