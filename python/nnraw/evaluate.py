@@ -44,8 +44,19 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
 
 
 def shared_train_dir() -> Path:
-    """``../shared/data/train`` beside the repository (where CI and the sessions have it)."""
-    return Path(__file__).resolve().parents[3] / "shared" / "data" / "train"
+    """``shared/data/train`` beside the repository (where CI and the sessions have it): from
+    ``$NNRAW_TRAIN_DIR``, else beside the source checkout this module lies in, else beside the current
+    folder's repository (an installed nnraw run from the checkout, as ``make test`` does)."""
+    import os
+
+    env = os.environ.get("NNRAW_TRAIN_DIR")
+    candidates = [Path(env)] if env else []
+    candidates += [Path(__file__).resolve().parents[3] / "shared" / "data" / "train",
+                   Path.cwd().resolve().parent / "shared" / "data" / "train"]
+    for c in candidates:
+        if c.is_dir():
+            return c
+    return candidates[0]
 
 
 def source_files(source: str, root: Path | None = None) -> list[Path]:
