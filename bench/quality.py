@@ -37,19 +37,6 @@ import torch.nn.functional as F
 from nnraw.evaluate import BORDER, LEVELS
 
 
-def srgb_render(cam: torch.Tensor, wb: torch.Tensor) -> torch.Tensor:
-    """Tensor[3, H, W] camera RGB -> sRGB: x wb, clip, sRGB curve (what nnraw's validation scores too)."""
-    from nnraw.train import render_srgb
-
-    return render_srgb(cam, wb)
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a[..., BORDER:-BORDER, BORDER:-BORDER], b[..., BORDER:-BORDER, BORDER:-BORDER]
-    mse = torch.mean((a.double() - b.double()) ** 2).item()
-    return 10 * math.log10(1 / max(mse, 1e-12))
-
-
 def colour_demosaic(method: str, mosaic_wb: np.ndarray) -> torch.Tensor:
     """colour_demosaicing on the white-balanced mosaic -> white-balanced linear RGB [3, H, W]."""
     import colour_demosaicing as cd

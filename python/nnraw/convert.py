@@ -6,7 +6,7 @@ The pipeline, one named and timed stage each (``ConvertResult.stages`` holds the
     normalise     raw.normalise: black subtraction, scale to [0, 1]             -> Tensor[1, 1, H, W]
                   (the whole visible area; an odd height/width is mirrored to even here, keeping
                   the CFA phase, and cropped back after the network: every pixel is kept)
-    pre_demosaic  ops.edge_aware_demosaic with the as-shot white balance        -> Tensor[1, 3, H, W]
+    pre_demosaic  encoding.pre_demosaic: white balanced, sRGB-encoded, edge-aware -> Tensor[1, 3, H, W]
     network       infer.denoise_camera_rgb (skipped for --model none)           -> Tensor[1, 3, H, W]
     render        preview.render_srgb: the DNG's sRGB preview (+ --preview/--compare)
     write_dng     dng.write_dng_file (linear) or dng.write_cfa_dng_file (--output cfa: Bayer, the

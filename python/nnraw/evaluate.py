@@ -136,10 +136,9 @@ def noisy_mosaic(cam: torch.Tensor, level: str, seed: int, pattern: str = "RGGB"
 
 def render(cam: torch.Tensor, wb) -> torch.Tensor:
     """Camera RGB [..., 3, H, W] -> sRGB: x wb, clipped to [0, 1], sRGB curve (no colour matrix)."""
-    from nnraw.unprocess import linear_to_srgb
+    from nnraw.train import render_srgb
 
-    g = torch.as_tensor(wb, dtype=torch.float32).reshape(3, 1, 1)
-    return linear_to_srgb((cam.float() * g).clamp(0, 1))
+    return render_srgb(cam, torch.as_tensor(wb, dtype=torch.float32))
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor, border: int = BORDER) -> float:

@@ -114,9 +114,9 @@ def srgb_curve_extended(x: torch.Tensor) -> torch.Tensor:
     (linear-domain PSNR at the NVIDIA level fell from 31.5 dB to 26.9 dB in 600 steps while the
     clamped loss improved), hence this extension.
     """
-    knee = 0.0031308
-    inside = 1.055 * x.clamp(knee, 1.0) ** (1 / 2.4) - 0.055
-    return torch.where(x <= knee, 12.92 * x, torch.where(x <= 1.0, inside, 1.0 + (1.055 / 2.4) * (x - 1.0)))
+    from nnraw.encoding import encode
+
+    return encode(x, "srgb")
 
 
 LOSS_DOMAINS = ("linear", "linear_wb", "srgb")
