@@ -1,6 +1,6 @@
 """Which domain should the learned path work in? The classic pre-demosaic, run in each candidate
 encoding (nnraw.encoding.ENCODINGS: linear, srgb, sqrt, log), scored by the protocol of
-nnraw.evaluate (held-out photos, three white balances, six noise levels, sRGB PSNR).
+nnraw.training.evaluate (held-out photos, three white balances, six noise levels, sRGB PSNR).
 
 The pre-demosaic is the network's input and the learned residual's starting point: the domain in
 which it is best is the domain in which the interpolation assumption (smooth colour differences)
@@ -19,7 +19,7 @@ import time
 import numpy as np
 import torch
 
-from nnraw import evaluate as ev
+from nnraw.training import evaluate as ev
 from nnraw.encoding import ENCODINGS, pre_demosaic
 from nnraw.ops import edge_aware_demosaic
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nnraw.noise import PENTAX_K3_ALPHA
-from nnraw.profile import (DARKTABLE_TO_RAW_A, _read_flat_mosaic, fit_noise_model, load_darktable_profiles,
+from nnraw.noise.model import PENTAX_K3_ALPHA
+from nnraw.noise.profile import (DARKTABLE_TO_RAW_A, _read_flat_mosaic, fit_noise_model, load_darktable_profiles,
                            scene_block_statistics)
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

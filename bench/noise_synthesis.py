@@ -13,8 +13,8 @@ import warnings
 
 import torch
 
-from nnraw.dataset import make_training_batch, mosaic
-from nnraw.noise import add_noise, random_noise_params
+from nnraw.training.dataset import make_training_batch, mosaic
+from nnraw.noise.model import add_noise, random_noise_params
 
 
 def best_of(fn, repeats: int) -> float:

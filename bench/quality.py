@@ -1,6 +1,6 @@
 """Image quality of nnraw against classical and learned demosaicers/denoisers, as photos arrive.
 
-The protocol of :mod:`nnraw.evaluate`: crops of held-out photos (two sources the networks never
+The protocol of :mod:`nnraw.training.evaluate`: crops of held-out photos (two sources the networks never
 trained on), each under three camera white balances (neutral, daylight, tungsten) and six noise
 levels (Pentax K-3 ISO 100 ... 6400, the NVIDIA paper's level), as RGGB mosaics with Poisson-Gaussian
 noise (fixed seeds); every method's camera RGB x the gains, clipped, sRGB curve; PSNR against the
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nnraw.evaluate import BORDER, LEVELS
+from nnraw.training.evaluate import BORDER, LEVELS
 
 
 def colour_demosaic(method: str, mosaic_wb: np.ndarray) -> torch.Tensor:
@@ -95,7 +95,7 @@ def demosaicnet_srgb(mosaic: torch.Tensor, wb: torch.Tensor) -> torch.Tensor:
     import demosaicnet
 
     from nnraw.ops.demosaic import cfa_masks
-    from nnraw.unprocess import linear_to_srgb
+    from nnraw.training.unprocess import linear_to_srgb
 
     if _DEMOSAICNET is None:
         with warnings.catch_warnings():
@@ -128,7 +128,7 @@ def bm3d_menon(noisy: torch.Tensor, wb, level: str) -> torch.Tensor:
     """
     import bm3d
 
-    from nnraw.train import level_profile
+    from nnraw.training.evaluate import level_profile
 
     prof = level_profile(level)
     m = noisy[0, 0].double().numpy()
@@ -154,7 +154,7 @@ def bm3d_menon(noisy: torch.Tensor, wb, level: str) -> torch.Tensor:
 def evaluate(sources: list[str], n_images: int, crop: int, levels: list[str], bm3d_levels: list[str],
              seed: int = 0, default: str = "default", extra_models: tuple[str, ...] = ()) -> dict:
     """{source: {wb: {method: {level: mean PSNR}}}} and seconds per method (under key "_seconds")."""
-    from nnraw import evaluate as ev
+    from nnraw.training import evaluate as ev
     from nnraw.encoding import site_gains
     from nnraw.models import load_model
 

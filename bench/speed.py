@@ -185,7 +185,7 @@ def main() -> int:
         plain = stage("highlights", recover_highlights, plain, raw.wb, inplace=True)
         sigma = None
         if getattr(model, "noise_conditioned", False):
-            from nnraw.infer import choose_noise_profile
+            from nnraw.noise.choose import choose_noise_profile
 
             prof, _ = choose_noise_profile(raw=raw, iso=800)
             sigma = lambda t: prof.sigma_map(t.clamp(0.0, 1.0))  # noqa: E731

@@ -183,7 +183,7 @@ def _set_ifd0_short(path: Path, tag: int, value: int) -> None:
 def expected_pre_demosaic(raw: SyntheticRaw):
     """The pre-demosaic of a fixture computed from what it was written with: Tensor[1, 3, H, W].
 
-    Normalisation here is independent of nnraw.raw: (stored - black[cfa]) / (white - black[cfa]).
+    Normalisation here is independent of nnraw.io.raw: (stored - black[cfa]) / (white - black[cfa]).
     The demosaic is the pure-PyTorch reference, run white balanced and sRGB-encoded as nnraw's
     pre-demosaic is (nnraw.encoding.pre_demosaic).
     """

@@ -89,7 +89,7 @@ def mosaic_rggb(rgb: torch.Tensor) -> torch.Tensor:
 
 
 def noisy_pre_demosaic(gt: torch.Tensor) -> torch.Tensor:
-    noise = pytest.importorskip("nnraw.noise", reason="nnraw.noise not in this build")
+    noise = pytest.importorskip("nnraw.noise.model", reason="nnraw.noise.model not in this build")
     from nnraw.encoding import pre_demosaic
 
     g = torch.Generator().manual_seed(7)

@@ -95,7 +95,7 @@ def test_every_pixel_kept_round_trip_and_no_colour_cast(tmp_path, pattern, layou
 def test_clipped_highlights_keep_the_source_samples(tmp_path, pattern):
     """Where the sensor clipped (green just below white beside clipped red: nnraw.highlights raises that
     green), the CFA output keeps the raw's own samples, so --model none stays within 1 DN."""
-    from nnraw.raw import read_raw
+    from nnraw.io.raw import read_raw
 
     h, w = 40, 56
     scene = np.full((h, w, 3), 0.3)
@@ -151,7 +151,7 @@ def test_output_kind_on_the_command_line(tmp_path, capsys):
 
 
 def test_default_model_cfa_output_of_a_real_raw(tmp_path):
-    from nnraw.raw import read_raw
+    from nnraw.io.raw import read_raw
 
     path = shared_file("tinydng_colorchart_Canon550D_MagicLantern.dng")
     out = tmp_path / "canon-cfa.dng"

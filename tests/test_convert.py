@@ -125,7 +125,7 @@ def test_metadata_survives(tmp_path):
 
 def expected_pre_demosaic_of(path: Path):
     from nnraw.ops import edge_aware_demosaic_reference
-    from nnraw.raw import normalise, read_raw
+    from nnraw.io.raw import normalise, read_raw
 
     import torch
 
@@ -269,7 +269,7 @@ REAL_RAWS = ["tinydng_colorchart_Canon550D_MagicLantern.dng", "rawpy_RAW_KODAK_D
 
 @pytest.mark.parametrize("name", REAL_RAWS)
 def test_real_raws_convert(tmp_path, name):
-    from nnraw.raw import read_raw
+    from nnraw.io.raw import read_raw
 
     path = shared_file(name)
     out = tmp_path / "out.dng"

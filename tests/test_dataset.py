@@ -1,4 +1,4 @@
-"""nnraw.dataset: building (by-image split), crops, batch synthesis and the reference patch layout."""
+"""nnraw.training.dataset: building (by-image split), crops, batch synthesis and the reference patch layout."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from conftest import TRAIN_DIR
-from nnraw.dataset import (BAYER_PATTERNS, REFERENCE_OFFSETS, CleanCropDataset, add_arguments, build_dataset,
+from nnraw.training.dataset import (BAYER_PATTERNS, REFERENCE_OFFSETS, CleanCropDataset, add_arguments, build_dataset,
                            make_training_batch, mosaic, reference_patch_batch, reference_patches, run,
                            split_by_image)
-from nnraw.noise import NVIDIA_PROFILE, NoiseProfile
+from nnraw.noise.model import NVIDIA_PROFILE, NoiseProfile
 
 
 def few_photos(tmp_path, n=6):

@@ -229,7 +229,7 @@ def test_default_model_halves_rgb_noise():
 def test_bayer_resampling_is_the_mean_of_four_pre_demosaics():
     """With the identity 'network', the output is the mean over the four CFA phases of the pre-demosaic
     of the image divided by CAMERA_WB, times CAMERA_WB (odd size: mirrored to even, cropped back)."""
-    from nnraw.dataset import mosaic
+    from nnraw.training.dataset import mosaic
     from nnraw.denoise_rgb import CAMERA_WB, denoise_rgb_array
     from nnraw.ops import edge_aware_demosaic
 

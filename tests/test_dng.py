@@ -1,4 +1,4 @@
-"""nnraw.dng (linear DNG writer, metadata copy, atomic output) and nnraw.preview (sRGB, orientation, XCF)."""
+"""nnraw.io.dng (linear DNG writer, metadata copy, atomic output) and nnraw.io.preview (sRGB, orientation, XCF)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import torch
 from dng_fixtures import CANON_550D_MATRIX, write_bayer_dng
 
 import nnraw
-from nnraw.dng import DngMetadata, atomic_output, copy_metadata, write_linear_dng
-from nnraw.preview import apply_orientation, render_srgb, write_xcf
+from nnraw.io.dng import DngMetadata, atomic_output, copy_metadata, write_linear_dng
+from nnraw.io.preview import apply_orientation, render_srgb, write_xcf
 
 
 def exiftool_warnings(path) -> list[str]:

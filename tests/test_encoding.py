@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from nnraw import encoding as E
-from nnraw.dataset import BAYER_PATTERNS, mosaic
+from nnraw.training.dataset import BAYER_PATTERNS, mosaic
 from nnraw.models import build_model
 
 CONFIG = {"architecture": "half_res_residual", "domain": "srgb",
@@ -25,7 +25,7 @@ def test_encode_decode_round_trip_and_slope(enc):
 
 
 def test_srgb_encoding_is_the_srgb_curve_on_0_1():
-    from nnraw.unprocess import linear_to_srgb
+    from nnraw.training.unprocess import linear_to_srgb
 
     x = torch.linspace(0, 1, 1001, dtype=torch.float64)
     assert torch.allclose(E.encode(x, "srgb"), linear_to_srgb(x), atol=1e-12)
@@ -58,7 +58,7 @@ def test_linear_encoding_is_the_seed_pre_demosaic():
 def test_encoded_pre_demosaic_is_better_on_a_held_out_photo():
     """The measurement behind the design (bench/encodings.py): on a real photo, under tungsten light,
     the encoded pre-demosaic beats the linear one by more than 1 dB at ISO 100."""
-    from nnraw import evaluate as ev
+    from nnraw.training import evaluate as ev
 
     try:
         items = ev.scenes("skimage", 2, 128)

@@ -1,4 +1,4 @@
-"""`nnraw dng-to-tiff` (nnraw.export_tiff): a LinearRaw DNG -> linear sRGB float32 TIFF for the GIMP loader."""
+"""`nnraw dng-to-tiff` (nnraw.io.export_tiff): a LinearRaw DNG -> linear sRGB float32 TIFF for the GIMP loader."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import pytest
 import tifffile
 
 from nnraw.cli import main
-from nnraw.dng import DngMetadata, write_dng_file
-from nnraw.export_tiff import DngReadError, convert_dng_to_tiff, read_linear_dng
-from nnraw.preview import SRGB_TO_XYZ
+from nnraw.io.dng import DngMetadata, write_dng_file
+from nnraw.io.export_tiff import DngReadError, convert_dng_to_tiff, read_linear_dng
+from nnraw.io.preview import SRGB_TO_XYZ
 
 
 def _dng(path, rgb, *, orientation=1, wb=(2.0, 1.0, 1.5), baseline_exposure=0.5):

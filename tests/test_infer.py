@@ -221,7 +221,7 @@ def test_denoise_camera_rgb_with_module_and_constant_sigma():
 
 
 def test_denoise_camera_rgb_profile_from_iso():
-    noise = pytest.importorskip("nnraw.noise", reason="nnraw.noise (noise branch) not merged yet")
+    noise = pytest.importorskip("nnraw.noise.model", reason="nnraw.noise.model (noise branch) not merged yet")
     model = NoiseResidualNet().eval()
     x = _image(h=64, w=72, seed=19) * 1.2 - 0.1  # some values outside [0, 1]
     got = denoise_camera_rgb(x, model=model, iso=1600, device="cpu", tile=24)
@@ -248,10 +248,10 @@ def test_cuda_pipelined_matches_cpu(precision, tol):
 
 
 def test_noise_profile_choice_order(tmp_path):
-    noise = pytest.importorskip("nnraw.noise", reason="nnraw.noise (noise branch) not merged yet")
+    noise = pytest.importorskip("nnraw.noise.model", reason="nnraw.noise.model (noise branch) not merged yet")
     from types import SimpleNamespace
 
-    from nnraw.infer import _darktable_table, choose_noise_profile
+    from nnraw.noise.choose import _darktable_table, choose_noise_profile
 
     unknown = SimpleNamespace(make="Nobody", model="Camera 1", iso=800, wb=[2.0, 1.0, 1.5])
     prof, origin = choose_noise_profile(raw=unknown)

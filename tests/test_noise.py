@@ -1,4 +1,4 @@
-"""nnraw.noise: profiles, ISO interpolation, and the Poisson-Gaussian synthesiser's statistics."""
+"""nnraw.noise.model: profiles, ISO interpolation, and the Poisson-Gaussian synthesiser's statistics."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from nnraw.noise import (A_RANGE, NVIDIA_PROFILE, PENTAX_K3_ALPHA, NoiseProfile, add_noise, random_noise_params,
+from nnraw.noise.model import (A_RANGE, NVIDIA_PROFILE, PENTAX_K3_ALPHA, NoiseProfile, add_noise, random_noise_params,
                          random_profile, reference_profile, sigma_map)
 
 # Flat levels far enough from 0 and 1 (> 3.5 sigma) that clipping does not bias the variance.

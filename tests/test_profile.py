@@ -1,4 +1,4 @@
-"""nnraw.profile: flat-field fitting (synthetic DNGs with known a, b; a real raw) and darktable import."""
+"""nnraw.noise.profile: flat-field fitting (synthetic DNGs with known a, b; a real raw) and darktable import."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 import tifffile
 
 from conftest import SHARED_DATA
-from nnraw.noise import PENTAX_K3_ALPHA, NoiseProfile
-from nnraw.profile import (DARKTABLE_TO_RAW_A, _read_flat_mosaic, add_arguments, block_statistics,
+from nnraw.noise.model import PENTAX_K3_ALPHA, NoiseProfile
+from nnraw.noise.profile import (DARKTABLE_TO_RAW_A, _read_flat_mosaic, add_arguments, block_statistics,
                            darktable_profile, fit_noise_model, fit_profile, load_darktable_profiles, run,
                            scene_block_statistics)
 
@@ -31,7 +31,7 @@ def write_bayer_dng(path: Path, mosaic_u16: np.ndarray, pattern: str = "RGGB") -
 
 
 def synthetic_flat(level: float, a: float, b: float, shape, rng, shading: float = 0.0) -> np.ndarray:
-    """Normalised flat field with Poisson-Gaussian noise (independent of nnraw.noise), optional
+    """Normalised flat field with Poisson-Gaussian noise (independent of nnraw.noise.model), optional
     smooth vignetting-like shading."""
     h, w = shape
     yy, xx = np.mgrid[:h, :w] / max(h, w)
@@ -61,7 +61,7 @@ def test_block_statistics_recovers_profile_from_shaded_flat_fields():
     a, b = 8e-4, 4e-5
     stats = [block_statistics(synthetic_flat(level, a, b, (256, 384), rng, shading=0.3), "RGGB")
              for level in (0.05, 0.15, 0.3, 0.5, 0.7)]
-    from nnraw.profile import BlockStatistics, fit_block_statistics
+    from nnraw.noise.profile import BlockStatistics, fit_block_statistics
 
     p = fit_block_statistics(BlockStatistics.concatenate(stats))
     for c in range(3):
@@ -195,7 +195,7 @@ def _patchwork_mosaic(a: float, b: float, seed: int = 0) -> np.ndarray:
     """A 512x512 mosaic of flat 64x64 patches at brightnesses 0.03..0.8, with Poisson-Gaussian noise."""
     import torch
 
-    from nnraw.noise import add_noise
+    from nnraw.noise.model import add_noise
 
     rng = np.random.default_rng(seed)
     levels = rng.uniform(0.03, 0.8, size=(8, 8))
@@ -207,7 +207,7 @@ def _patchwork_mosaic(a: float, b: float, seed: int = 0) -> np.ndarray:
 
 @pytest.mark.parametrize("a,b", [(2e-3, 2e-5), (2e-4, 1e-6)])
 def test_estimate_scene_profile_recovers_known_noise(a, b):
-    from nnraw.profile import estimate_scene_profile
+    from nnraw.noise.profile import estimate_scene_profile
 
     prof = estimate_scene_profile(_patchwork_mosaic(a, b), "RGGB")
     assert prof.a[0] == prof.a[1] == prof.a[2]
@@ -217,7 +217,7 @@ def test_estimate_scene_profile_recovers_known_noise(a, b):
 
 
 def test_estimate_scene_profile_refuses_an_image_without_flat_parts():
-    from nnraw.profile import estimate_scene_profile
+    from nnraw.noise.profile import estimate_scene_profile
 
     yy, xx = np.mgrid[:256, :256]
     texture = 0.5 + 0.3 * np.sin(xx / 1.3) * np.sin(yy / 3.1)  # structured everywhere, no flat block
@@ -227,8 +227,8 @@ def test_estimate_scene_profile_refuses_an_image_without_flat_parts():
 
 def test_estimate_scene_profile_on_the_real_canon_raw(canon_dng):
     # The Canon DNG carries ISO 0; docs/NOISE.md measured a ~ 1.6e-4 on its ColorChecker patches.
-    from nnraw.profile import estimate_scene_profile
-    from nnraw.raw import normalise, read_raw
+    from nnraw.noise.profile import estimate_scene_profile
+    from nnraw.io.raw import normalise, read_raw
 
     raw = read_raw(canon_dng)
     prof = estimate_scene_profile(normalise(raw)[0, 0].numpy(), raw.pattern)

@@ -1,6 +1,6 @@
 """Quality guards for the shipped default network, on photos it never trained on.
 
-Two held-out image sources (nnraw.evaluate.HELD_OUT), three white balances (neutral, daylight,
+Two held-out image sources (nnraw.training.evaluate.HELD_OUT), three white balances (neutral, daylight,
 tungsten), four noise levels (ISO 100, 1600, 6400, the NVIDIA paper's): the protocol of
 bench/quality.py on a few small crops, so it runs in seconds.
 
@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import torch
 
-from nnraw import evaluate
+from nnraw.training import evaluate
 
 MARGIN_DB = 0.3
 NOT_WORSE_DB = 0.05

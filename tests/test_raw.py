@@ -1,4 +1,4 @@
-"""nnraw.raw: reading Bayer raws (synthetic DNGs with known contents, and the real raws in ../shared)."""
+"""nnraw.io.raw: reading Bayer raws (synthetic DNGs with known contents, and the real raws in ../shared)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from conftest import shared_file
 from dng_fixtures import CANON_550D_MATRIX, write_bayer_dng, write_monochrome_dng
 
-from nnraw.raw import RawReadError, normalise, read_raw
+from nnraw.io.raw import RawReadError, normalise, read_raw
 
 PATTERNS = ["RGGB", "BGGR", "GRBG", "GBRG"]
 # EXIF orientation -> LibRaw flip is exercised through read_raw's mapping back to EXIF.
@@ -153,7 +153,7 @@ def test_monochrome_dng(tmp_path):
 def test_linear_dng_is_refused(tmp_path):
     import torch
 
-    from nnraw.dng import DngMetadata, write_linear_dng
+    from nnraw.io.dng import DngMetadata, write_linear_dng
 
     out = tmp_path / "linear.dng"
     meta = DngMetadata(make="A", model="B", unique_camera_model="A B", colour_matrix1=CANON_550D_MATRIX, wb=np.ones(3))

@@ -40,7 +40,7 @@ class SigmaEcho(nn.Module):
 
 def noisy_flat_raw(path, iso: float = 3200, level: float = 0.25, size=(96, 128), seed: int = 1):
     """A flat grey card (neutral in camera RGB) with the reference profile's Poisson-Gaussian noise at ``iso``."""
-    from nnraw.noise import reference_profile
+    from nnraw.noise.model import reference_profile
 
     neutral = np.array([0.5, 1.0, 0.7])
     clean = torch.from_numpy(np.broadcast_to(level * neutral, (*size, 3)).copy()).permute(2, 0, 1)[None].float()

@@ -1,4 +1,4 @@
-"""nnraw.train: the loop learns, checkpoints resume bit-exactly, DDP (gloo, 2 processes) runs.
+"""nnraw.training.train: the loop learns, checkpoints resume bit-exactly, DDP (gloo, 2 processes) runs.
 
 The data are small synthetic clean images (smooth gradients, edges and texture) drawn from the
 torch global RNG, so the resume test also checks that the global RNG state is restored.
@@ -14,7 +14,7 @@ import socket
 import pytest
 import torch
 
-from nnraw import train as T
+from nnraw.training import train as T
 
 
 class SyntheticCleanCrops(torch.utils.data.Dataset):
@@ -159,7 +159,7 @@ def test_ddp_two_cpu_processes_stay_in_sync(tmp_path):
 def test_srgb_loss_curve_is_the_srgb_curve_inside_and_never_flat_outside():
     """loss.domain 'srgb': the sRGB curve on [0, 1], its tangents outside, so shadows below 0 and
     highlights above white still get a gradient (a clamp would leave them stuck there)."""
-    from nnraw.unprocess import linear_to_srgb
+    from nnraw.training.unprocess import linear_to_srgb
 
     inside = torch.linspace(0, 1, 10001, dtype=torch.float64)
     torch.testing.assert_close(T.srgb_curve_extended(inside), linear_to_srgb(inside), rtol=0, atol=1e-12)

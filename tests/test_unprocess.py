@@ -1,4 +1,4 @@
-"""nnraw.unprocess: unprocessing followed by the forward pipeline returns the input."""
+"""nnraw.training.unprocess: unprocessing followed by the forward pipeline returns the input."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import TRAIN_DIR
-from nnraw.unprocess import (BLUE_GAIN_RANGE, RED_GAIN_RANGE, UnprocessParams, apply_gains_exact, inverse_smoothstep,
+from nnraw.training.unprocess import (BLUE_GAIN_RANGE, RED_GAIN_RANGE, UnprocessParams, apply_gains_exact, inverse_smoothstep,
                              linear_to_srgb, process, random_ccm, random_gains, random_params, safe_invert_gains,
                              smoothstep, srgb_to_linear, unprocess)
 

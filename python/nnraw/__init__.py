@@ -2,10 +2,12 @@
 
 The pipeline, one module per step::
 
-    raw.py (read raw) -> ops.edge_aware_demosaic (pre-demosaic) -> models/ + infer.py (network)
-    -> dng.py (write linear DNG)
+    io/raw.py (read raw) -> encoding.py + ops.edge_aware_demosaic (pre-demosaic)
+    -> noise/choose.py (the photo's noise profile) -> models/ + infer.py (network) + strength.py
+    -> io/dng.py (write linear DNG)
 
-The command line lives in cli.py; the darktable and GIMP adapters in plugins/ only call it.
+convert.py runs these steps for ``nnraw convert``; training/ holds what only training needs. The
+command line lives in cli.py; the darktable and GIMP adapters in plugins/ only call it.
 """
 
 from importlib.metadata import PackageNotFoundError, version as _version

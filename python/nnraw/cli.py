@@ -53,7 +53,7 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    from nnraw.train import add_arguments, run
+    from nnraw.training.train import add_arguments, run
 
     p = sub.add_parser("train", help="train a network from a TOML config (see configs/); torchrun for DDP")
     add_arguments(p)
@@ -61,7 +61,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_profile(sub: argparse._SubParsersAction) -> None:
-    from nnraw.profile import add_arguments, run
+    from nnraw.noise.profile import add_arguments, run
 
     p = sub.add_parser("profile", help="fit a noise profile (var = a*x + b) from flat-field raws")
     add_arguments(p)
@@ -69,7 +69,7 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_dataset(sub: argparse._SubParsersAction) -> None:
-    from nnraw.dataset import add_arguments, run
+    from nnraw.training.dataset import add_arguments, run
 
     p = sub.add_parser("dataset", help="build training data (clean linear camera RGB) from raws and photos")
     add_arguments(p)
@@ -85,7 +85,7 @@ def _add_install_plugin(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_dng_to_tiff(sub: argparse._SubParsersAction) -> None:
-    from nnraw.export_tiff import add_arguments, run
+    from nnraw.io.export_tiff import add_arguments, run
 
     p = sub.add_parser("dng-to-tiff", help="a linear DNG written by nnraw -> linear float32 RGB TIFF (GIMP loader)")
     add_arguments(p)

@@ -74,8 +74,8 @@ class ConvertResult:
 # ----------------------------------------------------------------------------------------------- stages
 
 def read(path: Path):
-    """Stage `read`: :func:`nnraw.raw.read_raw`."""
-    from nnraw.raw import read_raw
+    """Stage `read`: :func:`nnraw.io.raw.read_raw`."""
+    from nnraw.io.raw import read_raw
 
     return read_raw(path)
 
@@ -87,7 +87,7 @@ def normalise_mosaic(raw) -> torch.Tensor:
     (``F.pad(mode="reflect")``: row H is row H-2, the same CFA colour), cropped off again by
     :func:`convert_file` after the network.
     """
-    from nnraw.raw import normalise
+    from nnraw.io.raw import normalise
 
     x = normalise(raw, whole=True)
     h, w = x.shape[-2:]
@@ -159,8 +159,8 @@ def _import_infer(model: str):
 
 
 def render_preview(rgb: torch.Tensor, raw, *, orient: bool, max_size: int | None) -> np.ndarray:
-    """Stage `render`: uint8 sRGB [h, w, 3] (see nnraw.preview.render_srgb)."""
-    from nnraw.preview import render_srgb
+    """Stage `render`: uint8 sRGB [h, w, 3] (see nnraw.io.preview.render_srgb)."""
+    from nnraw.io.preview import render_srgb
 
     return render_srgb(rgb, raw, orient=orient, max_size=max_size)
 
@@ -179,7 +179,7 @@ def write_dng(path: Path, rgb: torch.Tensor, raw, preview: np.ndarray, *, softwa
               kind: str = "linear") -> None:
     """Stage `write_dng`: the linear DNG (uint16), or with ``kind="cfa"`` a Bayer DNG in the source's
     layout (pattern, black/white levels, default crop), without the source's Exif/XMP."""
-    from nnraw.dng import DngMetadata, write_cfa_dng_file, write_dng_file
+    from nnraw.io.dng import DngMetadata, write_cfa_dng_file, write_dng_file
 
     meta = DngMetadata.from_raw(raw)
     if software is not None:
@@ -195,7 +195,7 @@ def write_dng(path: Path, rgb: torch.Tensor, raw, preview: np.ndarray, *, softwa
 
 def copy_source_metadata(source: Path, target: Path, *, software: str | None = None) -> dict[str, int]:
     """Stage `copy_metadata`: Exif/XMP from the raw into the DNG (and XMP CreatorTool = ``software``)."""
-    from nnraw.dng import copy_metadata
+    from nnraw.io.dng import copy_metadata
 
     return copy_metadata(source, target, creator_tool=software)
 
@@ -263,9 +263,9 @@ def convert_file(
         ConvertResult (``ok`` False and ``error`` naming the file and the reason on failure; no
         output or temporary file is left behind then).
     """
-    from nnraw.dng import atomic_output
+    from nnraw.io.dng import atomic_output
     from nnraw.highlights import recover_highlights
-    from nnraw.preview import write_png, write_xcf
+    from nnraw.io.preview import write_png, write_xcf
 
     input_path = Path(input)
     output_path = Path(output) if output is not None else default_output(input_path)
@@ -346,7 +346,7 @@ def _check_strength(strength) -> float:
 
 
 def _describe(exc: Exception, input_path: Path) -> str:
-    from nnraw.raw import RawReadError
+    from nnraw.io.raw import RawReadError
 
     text = str(exc)
     if isinstance(exc, RawReadError) or str(input_path) in text:
@@ -358,7 +358,7 @@ def _describe(exc: Exception, input_path: Path) -> str:
 
 def collect_inputs(paths: list[str], recursive: bool = False) -> list[Path]:
     """Files as given, plus the raw files in given directories (sorted; our own outputs skipped)."""
-    from nnraw.raw import RAW_EXTENSIONS
+    from nnraw.io.raw import RAW_EXTENSIONS
 
     found: list[Path] = []
     for p in map(Path, paths):

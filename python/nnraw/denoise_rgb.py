@@ -223,7 +223,7 @@ def write_rgb(path: str | Path, img: RGBImage, rgb_linear: np.ndarray) -> None:
 
 def iso_for_strength(strength: float, grey: float = 0.18) -> float:
     """The ISO whose reference (K-3) profile has noise std ``strength`` at signal ``grey`` (log-log)."""
-    from nnraw.noise import reference_profile
+    from nnraw.noise.model import reference_profile
 
     def std(iso: float) -> float:
         return float(reference_profile(iso).sigma_map(torch.full((1, 3, 1, 1), grey)).mean())
@@ -246,7 +246,8 @@ def denoise_rgb_array(rgb_linear: np.ndarray, *, iso: float | None = None, noise
     iso/noise_std/strength, and for ``resample_bayer``: True feeds the network the pre-demosaics of
     the image's four Bayer samplings, as it was trained; False feeds it the image itself)."""
     from nnraw.encoding import in_domain
-    from nnraw.infer import _resolve_device, blend_strength, check_strength, resolve_model, run_tiled
+    from nnraw.infer import _resolve_device, resolve_model, run_tiled
+    from nnraw.strength import blend_strength, check_strength
 
     if iso is not None and noise_std is not None:
         raise DenoiseRGBError(f"{_CMD}: give --iso or --noise-std, not both")
@@ -286,7 +287,7 @@ def denoise_rgb_array(rgb_linear: np.ndarray, *, iso: float | None = None, noise
             else:
                 sigma = lambda t: torch.full_like(t, s) / gains(t)  # noqa: E731
         elif iso is not None:
-            from nnraw.noise import reference_profile
+            from nnraw.noise.model import reference_profile
 
             prof = reference_profile(iso)
             sigma = lambda t: prof.sigma_map((t * gains(t)).clamp(0.0, 1.0)) * (strength / gains(t))  # noqa: E731
@@ -303,7 +304,7 @@ def denoise_rgb_array(rgb_linear: np.ndarray, *, iso: float | None = None, noise
 
 
 #: Typical as-shot white-balance gains (R, G, B) of camera RGB: the middle of the training data's range
-#: (Brooks et al. 2019: red U(1.9, 2.4), blue U(1.5, 1.9); see nnraw.unprocess).
+#: (Brooks et al. 2019: red U(1.9, 2.4), blue U(1.5, 1.9); see nnraw.training.unprocess).
 CAMERA_WB = torch.tensor([2.15, 1.0, 1.7])
 
 
@@ -311,7 +312,7 @@ def _denoise_bayer_resampled(net: torch.nn.Module, x: torch.Tensor, sigma, tile:
                              dev: torch.device, wb: torch.Tensor = CAMERA_WB, domain: str = "linear") -> torch.Tensor:
     """Tensor[1, 3, H, W] balanced linear RGB -> the mean of the network's results on the pre-demosaics
     of its four Bayer samplings (see the module docstring). Odd sizes are mirrored to even and cropped."""
-    from nnraw.dataset import BAYER_PATTERNS, mosaic
+    from nnraw.training.dataset import BAYER_PATTERNS, mosaic
     from nnraw.encoding import pre_demosaic
     from nnraw.infer import run_tiled
 

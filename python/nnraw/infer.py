@@ -35,10 +35,8 @@ The raw-domain entry point used by ``nnraw convert`` is :func:`denoise_camera_rg
 
 from __future__ import annotations
 
-import functools
 import math
 import os
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,8 +47,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nnraw.noise.choose import choose_noise_profile
+from nnraw.strength import blend_strength, check_strength, scale_noise_map
+
 if TYPE_CHECKING:  # pragma: no cover
-    from nnraw.noise import NoiseProfile
+    from nnraw.noise.model import NoiseProfile
 
 _OP = "nnraw.infer"
 
@@ -498,100 +499,6 @@ def resolve_model(model: str | nn.Module, device: torch.device, iso: float | Non
     return load_model(model, device)
 
 
-def choose_noise_profile(*, profile: "str | Path | NoiseProfile | None" = None, raw: Any = None,
-                         iso: float | None = None) -> tuple["NoiseProfile", str]:
-    """The noise profile for an image and where it came from (for the log).
-
-    Order: an explicit ``profile`` (NoiseProfile or a file for NoiseProfile.load); else the camera's
-    darktable profile at the ISO (``raw.make``/``raw.model``), when known; else the seed's reference
-    table (Pentax K-3) at the ISO. The ISO is ``iso`` or else ``raw.iso``.
-    """
-    from nnraw.noise import NoiseProfile, reference_profile
-
-    if isinstance(profile, NoiseProfile):
-        return profile, "given profile"
-    if profile is not None:
-        return NoiseProfile.load(profile), f"profile file {profile}"
-    iso = iso or (getattr(raw, "iso", None) if raw is not None else None)
-    if not iso or iso <= 0:
-        if raw is None:
-            raise ValueError(f"{_OP}: the ISO is unknown: pass --iso N or --profile FILE")
-        # No ISO in the metadata: measure the noise on the flat parts of the photo itself.
-        from nnraw.profile import estimate_scene_profile
-        from nnraw.raw import normalise
-
-        try:
-            found = estimate_scene_profile(normalise(raw)[0, 0].numpy(), raw.pattern)
-        except ValueError as exc:
-            # Nothing flat to measure on: denoise gently (the lowest ISO of the table) and say so.
-            warnings.warn(f"{_OP}: the ISO is unknown ({getattr(raw, 'make', '')} {getattr(raw, 'model', '')} "
-                          f"metadata has ISO {getattr(raw, 'iso', None)}) and {exc}; assuming ISO 100 — "
-                          "pass --iso N or --profile FILE", RuntimeWarning, stacklevel=2)
-            return reference_profile(100), "assumed ISO 100 (no ISO in the metadata, no flat areas to measure)"
-        return found, f"estimated from the image (no ISO in the metadata): a={found.a[1]:.3g}, b={found.b[1]:.3g}"
-    if raw is not None and getattr(raw, "make", None) and getattr(raw, "model", None):
-        table = _darktable_table()
-        if table is not None:
-            from nnraw.profile import darktable_profile
-
-            wb = getattr(raw, "wb", None)
-            try:
-                found = darktable_profile(raw.make, raw.model, iso, table=table,
-                                          wb=None if wb is None else [float(v) for v in wb])
-            except KeyError:  # camera not in darktable's list
-                found = None
-            if found is not None:
-                return found, f"darktable profile {raw.make} {raw.model} ISO {iso:g}"
-    return reference_profile(iso), f"reference (Pentax K-3) profile at ISO {iso:g}"
-
-
-DARKTABLE_PROFILE_PATHS = (
-    "/usr/share/darktable/noiseprofiles.json",
-    "/usr/local/share/darktable/noiseprofiles.json",
-    "/app/share/darktable/noiseprofiles.json",  # flatpak
-)
-
-
-@functools.lru_cache(maxsize=1)
-def _darktable_table():
-    """darktable's noiseprofiles.json, parsed once: $NNRAW_DARKTABLE_NOISEPROFILES or darktable's install."""
-    from nnraw.profile import load_darktable_profiles
-
-    env = os.environ.get("NNRAW_DARKTABLE_NOISEPROFILES")
-    for candidate in ([env] if env else []) + list(DARKTABLE_PROFILE_PATHS):
-        if Path(candidate).is_file():
-            return load_darktable_profiles(Path(candidate))
-    return None
-
-
-STRENGTH_RANGE = (0.0, 2.0)
-"""Allowed ``strength`` values (see :func:`denoise_camera_rgb`)."""
-
-
-def check_strength(strength: float, what: str = "strength") -> float:
-    """``strength`` as a float, or ValueError naming the allowed range."""
-    try:
-        s = float(strength)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} must be a number from {STRENGTH_RANGE[0]:g} to {STRENGTH_RANGE[1]:g}, "
-                         f"got {strength!r}") from None
-    if not (math.isfinite(s) and STRENGTH_RANGE[0] <= s <= STRENGTH_RANGE[1]):
-        raise ValueError(f"{what} must be from {STRENGTH_RANGE[0]:g} (no denoising) to {STRENGTH_RANGE[1]:g} "
-                         f"(twice the measured noise), got {strength!r}")
-    return s
-
-
-def blend_strength(pre: torch.Tensor, net: torch.Tensor, strength: float) -> torch.Tensor:
-    """``pre + min(strength, 1) * (net - pre)``, in place in ``net`` (returned).
-
-    With the noise map scaled by ``strength`` as well, the result is continuous in ``strength`` and
-    reaches ``pre`` exactly at 0 (where callers skip the network altogether)."""
-    w = min(float(strength), 1.0)
-    if w < 1.0:
-        net.sub_(pre.to(net.device, net.dtype)).mul_(w).add_(pre.to(net.device, net.dtype))
-    return net
-
-
 def denoise_camera_rgb(
     rgb: torch.Tensor,
     *,
@@ -655,12 +562,7 @@ def denoise_camera_rgb(
             prof, _ = choose_noise_profile(profile=profile, raw=raw, iso=iso)
             sigma_fn = lambda x: prof.sigma_map(x.clamp(0.0, 1.0))  # noqa: E731
         if strength != 1.0:
-            sigma_fn = _scaled(sigma_fn, strength)
+            sigma_fn = scale_noise_map(sigma_fn, strength)
     out = run_tiled(net, rgb, sigma_fn, tile=tile, batch=batch, device=dev, precision=precision,
                     compile=compile, progress=progress)
     return blend_strength(rgb, out, strength)
-
-
-def _scaled(sigma_fn: Callable[[torch.Tensor], torch.Tensor], factor: float) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The noise-map function times ``factor`` (the strength control)."""
-    return lambda x: sigma_fn(x) * factor

@@ -11,7 +11,7 @@ Three parts:
     block), then an area downscale by 4 (each output pixel averages 16 raw pixels, 32 for green), so
     the noise of an ISO-100 shot vanishes;
   - sRGB photos: an area downscale by >= 2 (removes JPEG blocking and demosaicing traces), then
-    unprocessing (Brooks et al. 2019, :mod:`nnraw.unprocess`) with per-image random colour matrix and
+    unprocessing (Brooks et al. 2019, :mod:`nnraw.training.unprocess`) with per-image random colour matrix and
     white-balance gains, stored in the metadata.
 
 * :class:`CleanCropDataset`: random crops (train) or a fixed grid of crops (val) of a built directory.
@@ -33,7 +33,7 @@ from typing import Iterable, Sequence, Union
 import numpy as np
 import torch
 
-from nnraw.noise import NoiseProfile, add_noise, noise_params, random_noise_params, sigma_map
+from nnraw.noise.model import NoiseProfile, add_noise, noise_params, random_noise_params, sigma_map
 
 BAYER_PATTERNS = ("RGGB", "BGGR", "GRBG", "GBRG")
 
@@ -78,7 +78,7 @@ def make_training_batch(clean: torch.Tensor, wb: torch.Tensor,
         clean: Tensor[N, 3, H, W] clean linear camera RGB in [0, 1], H and W even (>= 4).
         wb: Tensor[3] or Tensor[N, 3] as-shot white-balance gains (used by the pre-demosaic only).
         profiles: a NoiseProfile, a list of N, ``(a, b)`` tensors ([N, 3], [N], [3]) or ``"random"``
-            (:func:`nnraw.noise.random_noise_params`, for noise-conditioned networks).
+            (:func:`nnraw.noise.model.random_noise_params`, for noise-conditioned networks).
         pattern: a Bayer pattern for all samples, a list of N, or ``"random"`` (one per sample).
         generator: torch.Generator on ``clean``'s device, for reproducible batches.
         encoding: the domain of the pre-demosaic (:func:`nnraw.encoding.pre_demosaic`): "linear"
@@ -220,7 +220,7 @@ def clean_from_raw(path: Path) -> tuple[np.ndarray, np.ndarray]:
         (float64 [H, W, 3] linear camera RGB in [0, 1], wb float64 [3] as-shot gains with G = 1).
     """
     try:
-        from nnraw.raw import RawReadError, read_raw
+        from nnraw.io.raw import RawReadError, read_raw
     except ImportError:
         read_raw = None
     if read_raw is not None:
@@ -247,7 +247,7 @@ def clean_from_raw(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _normalised_mosaic_rawpy(path: Path) -> tuple[np.ndarray, str, np.ndarray]:
-    """Fallback reader (rawpy directly, when nnraw.raw is not available): normalised mosaic with
+    """Fallback reader (rawpy directly, when nnraw.io.raw is not available): normalised mosaic with
     even size, its pattern, and as-shot (else daylight) white balance."""
     import rawpy
 
@@ -280,7 +280,7 @@ def clean_from_srgb(path: Path, downscale: int, generator: torch.Generator) -> t
     traces) -> unprocess with a random camera model. Returns (float64 [H, W, 3], camera dict)."""
     from PIL import Image
 
-    from nnraw.unprocess import unprocess
+    from nnraw.training.unprocess import unprocess
 
     try:
         with Image.open(path) as im:

@@ -17,8 +17,8 @@ raw-domain variances. docs/NOISE.md gives the measurement; :data:`DARKTABLE_TO_R
 factor that converts darktable's green-channel ``a`` into the raw-domain ``a`` used here, and the
 importer also removes the white-balance gains that darktable's red and blue channels carry.
 
-Raw files are read with the converter's ``nnraw.raw.read_raw`` when it is present, else with rawpy
-directly (:func:`_read_flat_mosaic_rawpy`; nnraw.raw was on another branch when this was written).
+Raw files are read with the converter's ``nnraw.io.raw.read_raw`` when it is present, else with rawpy
+directly (:func:`_read_flat_mosaic_rawpy`; nnraw.io.raw was on another branch when this was written).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Sequence
 
 import numpy as np
 
-from nnraw.noise import NoiseProfile, _loglog_interp
+from nnraw.noise.model import NoiseProfile, _loglog_interp
 
 CHANNEL_OF = {"R": 0, "G": 1, "B": 2}
 
@@ -240,14 +240,14 @@ class FlatMosaic:
 def _read_flat_mosaic(path: Path) -> FlatMosaic:
     """Read a Bayer raw and normalise it (unclipped) by its black and white levels.
 
-    Uses the converter's reader ``nnraw.raw.read_raw`` when it is installed (same CFA, black and
+    Uses the converter's reader ``nnraw.io.raw.read_raw`` when it is installed (same CFA, black and
     ISO handling as ``nnraw convert``), and rawpy directly otherwise.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"nnraw profile: {path}: no such file")
     try:
-        from nnraw.raw import RawReadError, read_raw
+        from nnraw.io.raw import RawReadError, read_raw
     except ImportError:
         return _read_flat_mosaic_rawpy(path)
     try:
@@ -262,7 +262,7 @@ def _read_flat_mosaic(path: Path) -> FlatMosaic:
 
 
 def _read_flat_mosaic_rawpy(path: Path) -> FlatMosaic:
-    """The fallback reader: rawpy directly (used when nnraw.raw is not available)."""
+    """The fallback reader: rawpy directly (used when nnraw.io.raw is not available)."""
     import rawpy
 
     try:

@@ -38,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nnraw.training.evaluate import WB_CONDITIONS, level_profile, render_srgb
+
 DEFAULTS: dict = {
     "name": "model",
     "seed": 0,
@@ -89,18 +91,6 @@ def load_config(path: str | Path) -> dict:
         raise ValueError(f"nnraw train: {path}: data.pre_demosaic must be one of {ENCODINGS}, "
                          f"got {cfg['data']['pre_demosaic']!r}")
     return cfg
-
-
-# --- noise levels ---------------------------------------------------------------------------------
-def level_profile(level: str):
-    """'iso1600' -> the K-3 reference profile at ISO 1600; 'nvidia' -> the NVIDIA paper's level."""
-    from nnraw.noise import NVIDIA_PROFILE, reference_profile
-
-    if level == "nvidia":
-        return NVIDIA_PROFILE
-    if level.startswith("iso"):
-        return reference_profile(float(level[3:]))
-    raise ValueError(f"nnraw train: noise level must be 'isoN' or 'nvidia', got {level!r}")
 
 
 # --- losses ---------------------------------------------------------------------------------------
@@ -227,7 +217,7 @@ class BatchSource:
         self.crop = 66 + 2 * self.halo if self.center else int(d["crop"]) + 2 * self.halo
         self.batch = int(d["batch"]) // 4 if self.center else int(d["batch"])
         if dataset_factory is None:
-            from nnraw.dataset import CleanCropDataset
+            from nnraw.training.dataset import CleanCropDataset
 
             dataset = CleanCropDataset(data_dir or d["dir"], split, self.crop)
         else:
@@ -258,7 +248,7 @@ class BatchSource:
         through a random camera matrix (Brooks et al. 2019), seen with random as-shot gains
         (:func:`random_wb`) and clipped at the sensor's white. The network, working white balanced,
         then sees every light's per-channel noise and no fixed colour distribution."""
-        from nnraw.unprocess import random_ccm
+        from nnraw.training.unprocess import random_ccm
 
         n = len(items)
         scenes = torch.stack([balanced_rgb(it["clean"], torch.as_tensor(it["wb"]), self.rgb2cam(it)) for it in items])
@@ -271,8 +261,8 @@ class BatchSource:
 
     def make(self, clean: torch.Tensor, wb: torch.Tensor, profiles, pattern) -> dict:
         """Noisy inputs, noise map and targets for the network: dict(rgb, sigma, target)."""
-        from nnraw.dataset import make_training_batch
-        from nnraw.noise import sigma_map
+        from nnraw.training.dataset import make_training_batch
+        from nnraw.noise.model import sigma_map
 
         b = make_training_batch(clean.float(), wb.float(), profiles, pattern, self.generator,
                                 encoding=self.cfg["data"]["pre_demosaic"])
@@ -281,7 +271,7 @@ class BatchSource:
         rgb, h = b["predemosaic"], self.halo
         if not self.center:
             return {"rgb": rgb, "sigma": sigma, "target": b["clean"][..., h:-h, h:-h], "wb": b["wb"]}
-        from nnraw.dataset import REFERENCE_OFFSETS, REFERENCE_PATCH
+        from nnraw.training.dataset import REFERENCE_OFFSETS, REFERENCE_PATCH
 
         p = REFERENCE_PATCH
         cut = lambda t, m: torch.stack([t[:, :, y + h - m:y + h + p + m, x + h - m:x + h + p + m]
@@ -308,8 +298,6 @@ def validation_set(cfg: dict, model: nn.Module, seed: int, data_dir: str | None 
     if cfg["data"]["camera"] == "random":
         # The held-out scenes under the three lights in turn (crop k: WB_CONDITIONS[k % 3]).
         scenes = torch.stack([balanced_rgb(it["clean"], torch.as_tensor(it["wb"]), src.rgb2cam(it)) for it in items])
-        from nnraw.evaluate import WB_CONDITIONS
-
         conds = list(WB_CONDITIONS.values())
         wb = torch.tensor([conds[k % len(conds)] for k in range(len(items))])
         clean = as_camera(scenes, wb)
@@ -323,14 +311,6 @@ def validation_set(cfg: dict, model: nn.Module, seed: int, data_dir: str | None 
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
     mse = F.mse_loss(pred.float().clamp(0, 1), target.float()).item()
     return 10 * math.log10(1.0 / max(mse, 1e-12))
-
-
-def render_srgb(cam: torch.Tensor, wb: torch.Tensor) -> torch.Tensor:
-    """The rendering that validation and bench/quality.py score: camera RGB x wb, clipped to [0, 1],
-    sRGB curve. ``cam`` Tensor[..., 3, H, W], ``wb`` Tensor[..., 3] (one set of gains per image)."""
-    from nnraw.unprocess import linear_to_srgb
-
-    return linear_to_srgb((cam.float() * wb[..., None, None]).clamp(0, 1))
 
 
 def psnr_srgb(pred: torch.Tensor, target: torch.Tensor, wb: torch.Tensor) -> float:
@@ -709,7 +689,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m nnraw.train CONFIG ...`` (what ``nnraw train`` runs; handy under torchrun)."""
+    """``python -m nnraw.training.train CONFIG ...`` (what ``nnraw train`` runs; handy under torchrun)."""
     p = argparse.ArgumentParser(prog="nnraw train", description=__doc__.split("\n")[0])
     add_arguments(p)
     return run(p.parse_args(argv))

@@ -87,7 +87,7 @@ class DngMetadata:
 
     @classmethod
     def from_raw(cls, raw) -> "DngMetadata":
-        """From a :class:`nnraw.raw.RawImage`."""
+        """From a :class:`nnraw.io.raw.RawImage`."""
         return cls(
             make=raw.make, model=raw.model, unique_camera_model=raw.unique_camera_model,
             colour_matrix1=raw.colour_matrix1, colour_matrix2=raw.colour_matrix2,

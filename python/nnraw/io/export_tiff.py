@@ -39,11 +39,11 @@ def read_linear_dng(path: str | Path) -> tuple[np.ndarray, dict]:
 
     Returns:
         (camera_rgb float32 [H, W, 3], tags) where tags has cm1/cm2/ill1/ill2/neutral/baseline_exposure
-        (see nnraw.raw) and "orientation".
+        (see nnraw.io.raw) and "orientation".
     """
     import tifffile
 
-    from nnraw.raw import _dng_colour_tags
+    from nnraw.io.raw import _dng_colour_tags
 
     path = Path(path)
     try:
@@ -82,7 +82,7 @@ def dng_to_linear_srgb(camera_rgb: np.ndarray, tags: dict) -> np.ndarray:
     """[H, W, 3] camera RGB (1 = white) -> [H', W', 3] float32 linear sRGB, as-shot WB, exposure, upright."""
     from types import SimpleNamespace
 
-    from nnraw.preview import apply_orientation, camera_to_srgb_matrix
+    from nnraw.io.preview import apply_orientation, camera_to_srgb_matrix
 
     neutral = np.asarray(tags.get("neutral", [1.0, 1.0, 1.0]), dtype=np.float64)
     meta = SimpleNamespace(colour_matrix1=tags["cm1"], colour_matrix2=tags.get("cm2"),
@@ -96,7 +96,7 @@ def write_float_tiff(path: str | Path, rgb: np.ndarray) -> None:
     """Write [H, W, 3] float32 as an uncompressed interleaved little-endian TIFF, atomically."""
     import tifffile
 
-    from nnraw.dng import atomic_output
+    from nnraw.io.dng import atomic_output
 
     rgb = np.ascontiguousarray(rgb, dtype="<f4")
     if rgb.ndim != 3 or rgb.shape[2] != 3:

@@ -51,7 +51,7 @@ def shared_train_dir() -> Path:
 
     env = os.environ.get("NNRAW_TRAIN_DIR")
     candidates = [Path(env)] if env else []
-    candidates += [Path(__file__).resolve().parents[3] / "shared" / "data" / "train",
+    candidates += [Path(__file__).resolve().parents[4] / "shared" / "data" / "train",
                    Path.cwd().resolve().parent / "shared" / "data" / "train"]
     for c in candidates:
         if c.is_dir():
@@ -63,7 +63,7 @@ def source_files(source: str, root: Path | None = None) -> list[Path]:
     """The image files of a held-out source, sorted by name."""
     folder = (root or shared_train_dir()) / source
     if not folder.is_dir():
-        raise FileNotFoundError(f"nnraw.evaluate: image source {folder} not found")
+        raise FileNotFoundError(f"nnraw.training.evaluate: image source {folder} not found")
     names = HELD_OUT.get(source)
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if names is not None:
@@ -79,15 +79,15 @@ def load_scene(path: Path, crop: int, position: str = "center") -> torch.Tensor:
     """
     from PIL import Image
 
-    from nnraw.dataset import area_downscale
-    from nnraw.unprocess import srgb_to_linear
+    from nnraw.training.dataset import area_downscale
+    from nnraw.training.unprocess import srgb_to_linear
 
     with Image.open(path) as im:
         arr = np.asarray(im.convert("RGB"), dtype=np.float64) / 255.0
     small = area_downscale(arr, 2)
     h, w = small.shape[:2]
     if h < crop or w < crop:
-        raise ValueError(f"nnraw.evaluate: {path} is {w}x{h} at half size, smaller than the crop {crop}")
+        raise ValueError(f"nnraw.training.evaluate: {path} is {w}x{h} at half size, smaller than the crop {crop}")
     x = torch.from_numpy(small).permute(2, 0, 1).float()
     if position == "center":
         y0, x0 = ((h - crop) // 2) & ~1, ((w - crop) // 2) & ~1
@@ -126,18 +126,34 @@ def camera_rgb(scene: torch.Tensor, wb) -> torch.Tensor:
 
 def noisy_mosaic(cam: torch.Tensor, level: str, seed: int, pattern: str = "RGGB") -> torch.Tensor:
     """Camera RGB [3, H, W] -> noisy Bayer mosaic Tensor[1, 1, H, W] at ``level`` (fixed seed)."""
-    from nnraw.dataset import mosaic
-    from nnraw.noise import add_noise
-    from nnraw.train import level_profile
+    from nnraw.training.dataset import mosaic
+    from nnraw.noise.model import add_noise
 
     g = torch.Generator().manual_seed(seed)
     return add_noise(mosaic(cam[None], pattern), level_profile(level), generator=g, pattern=pattern)
 
 
+def level_profile(level: str):
+    """'iso1600' -> the K-3 reference profile at ISO 1600; 'nvidia' -> the NVIDIA paper's level."""
+    from nnraw.noise.model import NVIDIA_PROFILE, reference_profile
+
+    if level == "nvidia":
+        return NVIDIA_PROFILE
+    if level.startswith("iso"):
+        return reference_profile(float(level[3:]))
+    raise ValueError(f"nnraw train: noise level must be 'isoN' or 'nvidia', got {level!r}")
+
+
+def render_srgb(cam: torch.Tensor, wb: torch.Tensor) -> torch.Tensor:
+    """The rendering that validation and bench/quality.py score: camera RGB x wb, clipped to [0, 1],
+    sRGB curve. ``cam`` Tensor[..., 3, H, W], ``wb`` Tensor[..., 3] (one set of gains per image)."""
+    from nnraw.training.unprocess import linear_to_srgb
+
+    return linear_to_srgb((cam.float() * wb[..., None, None]).clamp(0, 1))
+
+
 def render(cam: torch.Tensor, wb) -> torch.Tensor:
     """Camera RGB [..., 3, H, W] -> sRGB: x wb, clipped to [0, 1], sRGB curve (no colour matrix)."""
-    from nnraw.train import render_srgb
-
     return render_srgb(cam, torch.as_tensor(wb, dtype=torch.float32))
 
 
@@ -168,7 +184,6 @@ def network(model, pre: torch.Tensor, wb, level: str, **kw) -> torch.Tensor:
     """A shipped network (name or module) on a pre-demosaic, as ``nnraw convert`` runs it (the level's
     noise profile, the image's white balance, reflect-padded tiles) -> camera RGB [3, H, W]."""
     from nnraw.infer import denoise_camera_rgb
-    from nnraw.train import level_profile
 
     out = denoise_camera_rgb(pre[None].contiguous(), model=model, profile=level_profile(level),
                              wb=np.asarray(wb, dtype=np.float32), device="cpu", **kw)
