@@ -39,8 +39,8 @@ wheel: $(VENV)/.deps-stamp
 # Debian 13 chroot with GIMP 3 and darktable 5). Installed only where missing.
 system-deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	echo "Debian packages for the tests: $(APT_PACKAGES) ($${missing:+installing: }$$(echo $${missing:-all installed}))"; \
 	if [ -n "$$missing" ]; then \
-	  echo "installing Debian packages: $$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi

@@ -144,8 +144,9 @@ def test_output_kind_on_the_command_line(tmp_path, capsys):
     named = tmp_path / "named.dng"
     assert main(["convert", str(src), "--model", "none", "-o", str(named), "--output", "linear", "--quiet"]) == 0
     assert exiftool_tags(named)["SubIFD:PhotometricInterpretation"] == 34892
-    assert main(["convert", str(src), "--model", "none", "--output", "cfa", "--output", "linear"]) == 2
-    assert "give one kind, linear or cfa" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:    # argparse: a usage error, exit 2
+        main(["convert", str(src), "--model", "none", "--output", "cfa", "--output", "linear"])
+    assert usage.value.code == 2 and "give one kind, linear or cfa" in capsys.readouterr().err
     assert main(["convert", str(src), "--model", "none", "-o", str(named), "--out-dir", str(out_dir)]) == 2
     assert "exclude each other" in capsys.readouterr().err
 

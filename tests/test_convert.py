@@ -252,7 +252,7 @@ def test_single_output_flags_need_one_input(tmp_path, capsys):
     a = write_bayer_dng(tmp_path / "a.dng").path
     b = write_bayer_dng(tmp_path / "b.dng").path
     assert convert(a, b, "-o", tmp_path / "x.dng") == 2
-    assert "-o need exactly one input, got 2" in capsys.readouterr().err
+    assert "-o needs exactly one input, got 2" in capsys.readouterr().err
     assert not (tmp_path / "x.dng").exists()
 
 

@@ -36,10 +36,12 @@ def _run_info(args: argparse.Namespace) -> int:
         print(f"nnraw {nnraw.__version__}: torch cannot be imported ({exc}); this nnraw needs {need}: "
               f"`pip install {need}` into the environment that runs nnraw", file=sys.stderr)
         return 1
+    from nnraw.models import describe_models, format_models
     from nnraw.ops._library import build_info, format_build_info
 
     info = build_info()
-    print(json.dumps(info, indent=2) if args.json else format_build_info(info))
+    info["models"] = describe_models()
+    print(json.dumps(info, indent=2) if args.json else format_build_info(info) + "\n" + format_models(info["models"]))
     # exit status 1 when the compiled ops were built for another torch (they cannot load)
     return 1 if info["torch_mismatch"] else 0
 
@@ -118,14 +120,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Exit status when the reader of our output went away (`nnraw info | head -3`): 128 + SIGPIPE, as a
+#: program killed by the signal reports it in a shell.
+EXIT_BROKEN_PIPE = 141
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        args = parser.parse_args(argv)   # usage errors: argparse prints them and exits with 2
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # here, not at exit, so that a closed pipe is caught below
+        return code
     except KeyboardInterrupt:
         print("nnraw: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # Output piped into `head`, `less` or `grep -m1` that stopped reading: end quietly. Python
+        # would flush stdout again at exit and print a traceback; point it at /dev/null first.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

@@ -130,7 +130,7 @@ def pre_demosaic(mosaic: torch.Tensor, pattern: str, wb: np.ndarray, *, device: 
 
 
 def network(rgb: torch.Tensor, raw, *, model: str, iso: float | None, device: str,
-            strength: float = 1.0) -> torch.Tensor:
+            strength: float = 1.0, profile: str | Path | None = None) -> torch.Tensor:
     """Stage `network`: denoise camera RGB with ``model`` (identity for "none" and for strength 0).
 
     Raises:
@@ -139,7 +139,8 @@ def network(rgb: torch.Tensor, raw, *, model: str, iso: float | None, device: st
     if model == "none" or strength == 0:
         return rgb
     infer = _import_infer(model)
-    out = infer.denoise_camera_rgb(rgb, raw=raw, model=model, iso=iso, device=device, strength=strength)
+    out = infer.denoise_camera_rgb(rgb, raw=raw, model=model, iso=iso, device=device, strength=strength,
+                                   profile=profile)
     if out.shape != rgb.shape:
         raise RuntimeError(f"network: model {model!r} returned shape {list(out.shape)}, expected {list(rgb.shape)}")
     return out.float().cpu()
@@ -242,6 +243,7 @@ def convert_file(
     overwrite: bool = False,
     preview: str | Path | None = None,
     compare: str | Path | None = None,
+    profile: str | Path | None = None,
 ) -> ConvertResult:
     """Convert one raw file to a linear DNG. Never raises for a bad input: see ``ConvertResult.error``.
 
@@ -258,6 +260,7 @@ def convert_file(
         overwrite: replace existing outputs (DNG, preview, compare).
         preview: also write an sRGB PNG of the result here (orientation applied).
         compare: also write a 2-layer GIMP XCF here (plain pre-demosaic, nnraw result).
+        profile: a noise profile file (``nnraw profile``) to use instead of the camera's at its ISO.
 
     Returns:
         ConvertResult (``ok`` False and ``error`` naming the file and the reason on failure; no
@@ -301,7 +304,7 @@ def convert_file(
         del mosaic
         with timer("network"):
             rgb = network(plain, raw, model=model, iso=iso if iso is not None else raw.iso, device=dev,
-                          strength=strength)
+                          strength=strength, profile=profile)
         if tuple(rgb.shape[-2:]) != (raw.height, raw.width):  # odd sizes were mirrored to even: crop back
             rgb = rgb[..., :raw.height, :raw.width].contiguous()
             plain = plain[..., :raw.height, :raw.width]
@@ -376,23 +379,77 @@ def collect_inputs(paths: list[str], recursive: bool = False) -> list[Path]:
 
 # ------------------------------------------------------------------------------------------------- CLI
 
+EXAMPLES = """\
+examples:
+  nnraw convert IMG_1234.CR2                    writes IMG_1234-nnraw.dng beside the raw
+  nnraw convert ~/Pictures/night --out-dir ~/Pictures/night/nnraw --strength 0.5
+  nnraw convert IMG_1234.NEF -o clean.dng --output cfa --preview look.png
+
+words:
+  linear DNG    a DNG whose pixels are already demosaiced (full RGB at every pixel, "LinearRaw") but
+                still linear camera data: your raw editor develops it like a raw (white balance,
+                exposure, colour), it only skips its own demosaicing
+  CFA DNG       (--output cfa) a DNG with one colour per pixel in the raw's own Bayer layout, denoised:
+                your editor demosaics it itself and keeps its raw-only modules
+  pre-demosaic  the classic (not learned) edge-aware demosaic that nnraw runs first and the network
+                then improves; --model none or --strength 0 writes it alone
+  noise level   the network is told how noisy each pixel is, from your camera's noise profile at the
+                photo's ISO (darktable's profiles), so one network serves every ISO
+"""
+
+
+def _output_kind(value: str) -> str:
+    """``--output`` values: the kind of DNG (a path there gets a hint towards ``-o``)."""
+    if value in OUTPUT_KINDS:
+        return value
+    hint = "; name the output file with -o OUT.dng" if value.lower().endswith(".dng") or "/" in value else ""
+    raise argparse.ArgumentTypeError(f"the kind of DNG must be {' or '.join(OUTPUT_KINDS)}, got {value!r}{hint}")
+
+
+def _dng_path(value: str) -> str:
+    """``-o`` values: a path that ends in .dng."""
+    if not value.lower().endswith(".dng"):
+        raise argparse.ArgumentTypeError(f"the output file must end in .dng, got {value!r}")
+    return value
+
+
+class _Once(argparse.Action):
+    """An option that may be repeated only with the same value (``--output cfa --output linear`` is
+    a usage error rather than the last one silently winning)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        given = getattr(namespace, self.dest, None)
+        if given is not None and given != values:
+            what = "kind, linear or cfa" if self.dest == "kind" else "output file"
+            parser.error(f"{option_string}: give one {what}, got {given!r} and {values!r}")
+        setattr(namespace, self.dest, values)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the `nnraw convert` options on ``parser``."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.description = ("Convert camera raw files into demosaiced, denoised linear DNGs (your original is "
+                          "only read; an output appears only once it is complete).")
+    parser.epilog = EXAMPLES
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="raw file(s) or folder(s) of raw files")
-    parser.add_argument("-o", "--output", metavar="OUT.dng|linear|cfa", action="append", default=[],
-                        help="the output .dng (one input only), and/or the kind of DNG: linear (default: "
-                             "demosaiced and denoised, LinearRaw) or cfa (a Bayer DNG in the source's layout, "
-                             "denoised, for your editor's own demosaic); e.g. -o x.dng --output cfa")
+    parser.add_argument("-o", dest="output_path", metavar="OUT.dng", type=_dng_path, action=_Once,
+                        help="the DNG to write (one input only; default: <name>-nnraw.dng beside the raw)")
+    parser.add_argument("--output", dest="kind", metavar="linear|cfa", type=_output_kind, action=_Once,
+                        help="the kind of DNG: linear (default: demosaiced and denoised) or cfa (denoised, "
+                             "in the raw's own Bayer layout, for your editor's own demosaic)")
     parser.add_argument("--out-dir", metavar="DIR", help="folder for the outputs (default: beside each input)")
     parser.add_argument("-r", "--recursive", action="store_true", help="also look in sub-folders of folder inputs")
-    parser.add_argument("--iso", type=float, metavar="N", help="ISO for the network (default: from the raw)")
+    parser.add_argument("--iso", type=float, metavar="N", help="ISO for the noise level (default: from the raw)")
+    parser.add_argument("--profile", metavar="FILE",
+                        help="a noise profile (JSON from `nnraw profile`) to use instead of the camera's at its "
+                             "ISO: for cameras darktable does not know, or raws without an ISO")
     parser.add_argument("--model", default="default", metavar="NAME|none",
-                        help='network to run (see `nnraw info`); "none" writes the edge-aware pre-demosaic '
-                             'alone (default: default, the shipped noise-conditioned network)')
+                        help='the network (`nnraw info` lists them); "none" writes the pre-demosaic alone '
+                             "(default: default)")
     parser.add_argument("--strength", type=float, default=1.0, metavar="S",
-                        help="how hard to denoise, 0 to 2 (default 1.0): the noise level the network is told is "
-                             "scaled by S; 0 writes the plain demosaic (as --model none), 2 denoises as for "
-                             "twice the measured noise")
+                        help="how hard to denoise, 0 to 2 (default 1): the noise level the network is told is "
+                             "scaled by S; 0 writes the plain pre-demosaic, 2 denoises as for twice the "
+                             "measured noise")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to compute (default: auto)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--preview", metavar="OUT.png", help="also write an sRGB PNG of the result (one input only)")
@@ -409,83 +466,113 @@ def _usage_error(args: argparse.Namespace, message: str) -> int:
     return 2
 
 
-def _split_output(values: list[str] | str | None) -> tuple[str | None, str]:
-    """``-o/--output`` values -> (output path or None, kind): "linear"/"cfa" name the kind, anything
-    else the path (an output path must end in .dng, so the two never clash)."""
-    if values is None:
-        values = []
-    elif isinstance(values, str):
-        values = [values]
-    kinds = [v for v in values if v in OUTPUT_KINDS]
-    paths = [v for v in values if v not in OUTPUT_KINDS]
-    if len(kinds) > 1 and len(set(kinds)) > 1:
-        raise ValueError(f"--output: give one kind, linear or cfa, got {', '.join(kinds)}")
-    if len(paths) > 1:
-        raise ValueError(f"-o/--output: give one output file, got {', '.join(paths)}")
-    return (paths[0] if paths else None), (kinds[0] if kinds else "linear")
+def _check_options(args: argparse.Namespace) -> None:
+    """Option values that parse but cannot work: ValueError/RuntimeError in plain words, before any
+    file is read (a usage error, exit 2)."""
+    if args.iso is not None and not (args.iso > 0 and args.iso < float("inf")):
+        raise ValueError(f"--iso must be a positive number, got {args.iso:g}")
+    _resolve_device(args.device)
+    _check_strength(args.strength)
+    if args.profile is not None:
+        from nnraw.noise.model import NoiseProfile
+
+        try:
+            NoiseProfile.load(args.profile)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"--profile {args.profile}: {exc}") from None
+    if args.model != "none" and args.strength != 0:
+        _import_infer(args.model)
+        from nnraw.models import available_models
+
+        names = available_models()
+        if args.model != "reference" and args.model not in names:
+            raise ValueError(f"--model {args.model}: no such network; shipped: {', '.join(names)} "
+                             "(see `nnraw info`), or none")
+
+
+class _Report:
+    """What a run prints as it goes: each written file on stdout and, in a batch, each failure on
+    stderr, one clean line each; a progress bar on stderr only when it is a terminal (no carriage
+    returns in a log or a pipe). The failures are listed again at the end (:func:`run`)."""
+
+    def __init__(self, total: int, show: bool):
+        self.show = show
+        self.batch = total > 1
+        self.bar = None
+        if show and total > 1 and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="file", file=sys.stderr, desc="nnraw convert", leave=False)
+
+    def __call__(self, result: ConvertResult) -> None:
+        if result.ok and self.show:
+            line, stream = f"{result.input} -> {result.output} ({result.seconds:.1f} s)", sys.stdout
+        elif not result.ok and self.show and self.batch:
+            line, stream = f"failed: {result.error}", sys.stderr
+        else:
+            line = stream = None
+        if line is not None:
+            if self.bar is not None:
+                self.bar.write(line, file=stream)
+            else:
+                print(line, file=stream, flush=True)
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def run(args: argparse.Namespace) -> int:
     """Carry out `nnraw convert`; returns the exit code (0 all converted, 1 some failed, 2 usage)."""
-    try:
-        output_path, kind = _split_output(args.output)
-    except ValueError as exc:
-        return _usage_error(args, str(exc))
-    args.output = output_path
-    if args.output and args.out_dir:
+    kind = args.kind or "linear"
+    if args.output_path and args.out_dir:
         return _usage_error(args, "-o OUT.dng and --out-dir exclude each other")
     inputs = collect_inputs(args.inputs, getattr(args, "recursive", False))
     if not inputs:
         return _usage_error(args, f"no raw files found in {', '.join(args.inputs)}")
-    single_only = [flag for flag, value in (("-o", args.output), ("--preview", args.preview),
+    single_only = [flag for flag, value in (("-o", args.output_path), ("--preview", args.preview),
                                             ("--compare", args.compare)) if value]
     if single_only and len(inputs) != 1:
-        return _usage_error(args, f"{', '.join(single_only)} need exactly one input, got {len(inputs)}")
-    out_dir = Path(args.out_dir) if args.out_dir else None
-    if out_dir is not None and not out_dir.is_dir():
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            return _usage_error(args, f"--out-dir {out_dir}: {exc.strerror}")
+        verb = "needs" if len(single_only) == 1 else "need"
+        return _usage_error(args, f"{', '.join(single_only)} {verb} exactly one input, got {len(inputs)}")
     try:
-        _resolve_device(args.device)
-        _check_strength(args.strength)
-        if args.model != "none" and args.strength != 0:
-            _import_infer(args.model)
+        _check_options(args)
     except (RuntimeError, ValueError) as exc:
         return _usage_error(args, str(exc))
+    out_dir = Path(args.out_dir) if args.out_dir else None
+    made: list[Path] = []   # the folders this run creates, deepest first (taken back if left empty)
+    if out_dir is not None and not out_dir.is_dir():
+        made = [d for d in (out_dir, *out_dir.parents) if not d.exists()]
+        try:
+            out_dir.mkdir(parents=True)
+        except OSError as exc:
+            return _usage_error(args, f"--out-dir {out_dir}: {exc.strerror}")
 
-    show = not (args.quiet or args.json)
+    report = _Report(len(inputs), show=not (args.quiet or args.json))
     results: list[ConvertResult] = []
     planned: dict[Path, Path] = {}
-    progress = None
-    if show and len(inputs) > 1:
-        from tqdm import tqdm
-
-        progress = tqdm(total=len(inputs), unit="file", file=sys.stderr, desc="nnraw convert")
-    for path in inputs:
-        output = Path(args.output) if args.output else default_output(path, out_dir)
-        key = output.resolve()
-        if key in planned:
-            result = ConvertResult(input=str(path), output=str(output), ok=False,
-                                   error=f"{path}: output {output} would also be written from {planned[key]}")
-        else:
-            planned[key] = path
-            result = convert_file(path, output, model=args.model, strength=args.strength, kind=kind, iso=args.iso,
-                                  device=args.device,
-                                  overwrite=args.overwrite, preview=args.preview, compare=args.compare)
-        results.append(result)
-        if progress is not None:
-            progress.update(1)
-            if not result.ok:
-                progress.write(f"failed: {result.error}", file=sys.stderr)
-        elif show:
-            if result.ok:
-                print(f"{result.input} -> {result.output} ({result.seconds:.1f} s)")
+    try:
+        for path in inputs:
+            output = Path(args.output_path) if args.output_path else default_output(path, out_dir)
+            key = output.resolve()
+            if key in planned:
+                result = ConvertResult(input=str(path), output=str(output), ok=False,
+                                       error=f"{path}: output {output} would also be written from {planned[key]}")
             else:
-                print(f"failed: {result.error}", file=sys.stderr)
-    if progress is not None:
-        progress.close()
+                planned[key] = path
+                result = convert_file(path, output, model=args.model, strength=args.strength, kind=kind,
+                                      iso=args.iso, device=args.device, overwrite=args.overwrite,
+                                      preview=args.preview, compare=args.compare, profile=args.profile)
+            results.append(result)
+            report(result)
+    finally:
+        report.close()
+        for folder in made:   # nothing was written into the folders this run made: take them back
+            if any(folder.iterdir()):
+                break
+            folder.rmdir()
 
     failed = [r for r in results if not r.ok]
     if args.json:
@@ -493,9 +580,9 @@ def run(args: argparse.Namespace) -> int:
                           "succeeded": len(results) - len(failed), "failed": len(failed)}, ensure_ascii=False))
     if failed:
         print(f"nnraw convert: {len(failed)} of {len(results)} file(s) failed:", file=sys.stderr)
-        for r in failed:
+        for r in failed:   # last, so that the adapters' "last line of stderr" names the problem
             print(f"  {r.error}", file=sys.stderr)
         return 1
-    if show and len(results) > 1:
+    if report.show and len(results) > 1:
         print(f"converted {len(results)} files", file=sys.stderr)
     return 0

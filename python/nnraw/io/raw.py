@@ -258,6 +258,16 @@ _OTHER_FORMATS = (
 )
 
 
+#: The file name endings each of those kinds normally has (a .png that is a PNG is no surprise).
+_KIND_SUFFIXES = {
+    "a JPEG image": {".jpg", ".jpeg", ".jpe", ".jfif"}, "a PNG image": {".png"}, "a GIF image": {".gif"},
+    "a PDF document": {".pdf"}, "a ZIP archive": {".zip"}, "a BMP image": {".bmp"},
+    "a gzip archive": {".gz", ".tgz"}, "a Photoshop document": {".psd"},
+    "a HEIF/AVIF image": {".heic", ".heif", ".avif"}, "a WebP image": {".webp"},
+    "a text file": {".txt", ".md", ".csv", ".json", ".xml", ".xmp", ".html", ".log"},
+}
+
+
 def _what_it_is(head: bytes) -> str | None:
     """'a JPEG image', 'a text file', ... for a file that is not a raw; None when unknown."""
     for sig, name in _OTHER_FORMATS:
@@ -289,7 +299,11 @@ def _not_a_raw(path: Path, exc: Exception | None = None) -> RawReadError | None:
         head = f.read(512)
     kind = _what_it_is(head)
     if kind is not None:
-        return RawReadError(path, f"not a raw file: it is {kind} ({size} bytes), whatever its name says")
+        suffix = path.suffix.lower()
+        if suffix in _KIND_SUFFIXES.get(kind, set()):
+            return RawReadError(path, f"not a raw file: it is {kind} ({size} bytes)")
+        named = f", although its name ends in {path.suffix}" if path.suffix else ""
+        return RawReadError(path, f"not a raw file: it is {kind} ({size} bytes){named}")
     if exc is not None and not _has_container_header(path):
         return RawReadError(path, f"not a raw file: it starts with no raw file header LibRaw knows "
                                   f"[{type(exc).__name__}: {exc}]")

@@ -92,3 +92,80 @@ def save_model(model: nn.Module, config: dict, name: str, weights_dir: Path | No
     w_tmp.replace(w_path)
     cfg_tmp.replace(cfg_path)
     return w_path, cfg_path
+
+
+# ------------------------------------------------------------------------------------- `nnraw info`
+
+def macs_per_pixel(model: nn.Module) -> float:
+    """Multiply-accumulates per output pixel of a large image (convolutions and transposed ones): the
+    figure that sets a model's speed. Counted with hooks on three small random inputs: every layer
+    costs k * (n + c)^2 for an n x n output, so the second difference in n gives k summed over layers,
+    without the halo's share that a small tile would add."""
+    total = 0.0
+
+    def count(module: nn.Module, inputs, output) -> None:
+        nonlocal total
+        k = module.kernel_size[0] * module.kernel_size[1]
+        if isinstance(module, nn.ConvTranspose2d):
+            total += inputs[0][0].numel() * (module.out_channels // module.groups) * k
+        else:
+            total += output[0].numel() * (module.in_channels // module.groups) * k
+
+    def macs(n: int) -> float:
+        nonlocal total
+        total = 0.0
+        x = torch.zeros(1, 3, n + 2 * halo, n + 2 * halo, device=device)
+        sigma = torch.zeros_like(x) if getattr(model, "noise_conditioned", False) else None
+        model(x, sigma)
+        return total
+
+    halo = int(getattr(model, "halo", 0))
+    device = next(model.parameters()).device   # "meta" (shapes only, no arithmetic) is the quick way
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    try:
+        with torch.no_grad():
+            d = 32
+            return (macs(3 * d) - 2 * macs(2 * d) + macs(d)) / (2 * d * d)
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def describe_models(weights_dir: Path | None = None) -> list[dict]:
+    """What each shipped network is for, from its JSON: name, whether it is the default, the noise it
+    handles, the sensor, kMAC per pixel and a speed class. For ``nnraw info``."""
+    d = Path(weights_dir) if weights_dir else WEIGHTS_DIR
+    out = []
+    for name in available_models(d):
+        config = json.loads((d / f"{name}.json").read_text())
+        conditioned = bool(config.get("noise_conditioned"))
+        iso = config.get("iso") or config.get("training", {}).get("config", {}).get("data", {}).get("iso")
+        try:
+            with torch.device("meta"):
+                model = build_model(config).eval()
+            kmac = round(macs_per_pixel(model) / 1000, 1)
+        except Exception:  # noqa: BLE001  (a listing must not fail on one odd model)
+            kmac = None
+        out.append({
+            "name": name,
+            "default": name == DEFAULT_MODEL,
+            "architecture": config.get("architecture"),
+            "noise": "any ISO: told the camera's noise level" if conditioned else f"trained at ISO {iso:g} only",
+            "sensor": config.get("sensor", "Bayer"),
+            "kmac_per_pixel": kmac,
+            "speed": None if kmac is None else ("fast" if kmac < 60 else "standard" if kmac < 250 else "slow"),
+            "summary": config.get("summary", ""),
+        })
+    return out
+
+
+def format_models(models: list[dict]) -> str:
+    """The ``nnraw info`` lines for :func:`describe_models`."""
+    lines = [f"models ({len(models)} shipped; `nnraw convert --model NAME`, `--model none` for no network):"]
+    for m in models:
+        cost = f"{m['kmac_per_pixel']:g} kMAC/pixel, {m['speed']}" if m["kmac_per_pixel"] is not None else "cost unknown"
+        mark = "  [default]" if m["default"] else ""
+        lines.append(f"  {m['name']:20s} {m['sensor']}, {m['noise']}; {cost}{mark}")
+        if m["summary"]:
+            lines.append(f"  {'':20s} {m['summary']}")
+    return "\n".join(lines)
