@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from nnraw.models.bayer_joint import BayerJointDenoiser
 from nnraw.models.half_res_residual import HalfResResidualDenoiser
 from nnraw.models.reference import ReferenceDenoiser
 
@@ -27,9 +28,10 @@ DEFAULT_MODEL = "default"
 ARCHITECTURES: dict[str, type[nn.Module]] = {
     "reference": ReferenceDenoiser,
     "half_res_residual": HalfResResidualDenoiser,
+    "bayer_joint": BayerJointDenoiser,
 }
 
-__all__ = ["ARCHITECTURES", "DEFAULT_MODEL", "WEIGHTS_DIR", "HalfResResidualDenoiser", "ReferenceDenoiser",
+__all__ = ["ARCHITECTURES", "BayerJointDenoiser", "DEFAULT_MODEL", "WEIGHTS_DIR", "HalfResResidualDenoiser", "ReferenceDenoiser",
            "available_models", "build_model", "load_model", "save_model"]
 
 
