@@ -238,3 +238,11 @@ def test_denoise_camera_rgb_takes_the_pattern_from_the_raw():
     torch.testing.assert_close(out, same, rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="CFA pattern"):
         denoise_camera_rgb(rgb, model=net, iso=800)
+
+
+def test_demosaicnet_notice_ships_beside_the_weights():
+    from nnraw.models import WEIGHTS_DIR
+
+    text = (WEIGHTS_DIR / "LICENSE-demosaicnet.txt").read_text()
+    assert "MIT License" in text and "Copyright (c) 2016 Michael Gharbi" in text
+    assert "The above copyright notice and this permission notice shall be included" in text
