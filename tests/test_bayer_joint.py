@@ -246,3 +246,78 @@ def test_demosaicnet_notice_ships_beside_the_weights():
     text = (WEIGHTS_DIR / "LICENSE-demosaicnet.txt").read_text()
     assert "MIT License" in text and "Copyright (c) 2016 Michael Gharbi" in text
     assert "The above copyright notice and this permission notice shall be included" in text
+
+
+class _Crops(torch.utils.data.Dataset):
+    """Four synthetic clean linear images; random even crops (train) or a fixed one (val)."""
+
+    def __init__(self, split: str, crop: int):
+        g = torch.Generator().manual_seed(0 if split == "train" else 1)
+        yy, xx = torch.meshgrid(torch.linspace(0, 1, 120), torch.linspace(0, 1, 120), indexing="ij")
+        self.images = [(0.3 + 0.2 * torch.sin(torch.rand(3, 1, 1, generator=g) * 20 * xx + 9 * yy)
+                        + 0.05 * torch.rand(3, 120, 120, generator=g)).clamp(0, 1) for _ in range(4)]
+        self.crop, self.train = crop, split == "train"
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict:
+        c, n = self.crop, 120 - self.crop
+        y, x = (torch.randint(0, n // 2 + 1, (2,)) * 2).tolist() if self.train else (n // 2 // 2 * 2,) * 2
+        return {"clean": self.images[i][:, y:y + c, x:x + c].clone(), "wb": torch.tensor([2.0, 1.0, 1.6])}
+
+
+def _joint_config(steps: int) -> dict:
+    from pathlib import Path
+
+    from nnraw.train import load_config
+
+    cfg = load_config(Path(__file__).resolve().parent.parent / "configs" / "joint.toml")
+    cfg["data"].update(crop=16, batch=3)
+    cfg["schedule"].update(steps=steps, warmup=2)
+    cfg["validate"].update(every=1000, crops=2, levels=["iso100", "nvidia"])
+    return cfg
+
+
+def test_joint_config_starts_at_demosaicnet_and_resumes_bit_exactly(tmp_path):
+    """configs/joint.toml (shrunk crops): step 0 validation is the published network, a run split in
+    two equals a straight one (the checkpoint carries weights, Adam state and every RNG)."""
+    pytest.importorskip("demosaicnet")
+    from nnraw import train as T
+
+    torch.set_num_threads(1)
+    cfg = _joint_config(steps=3)
+    straight = T.train(cfg, tmp_path / "straight", dataset_factory=_Crops, quiet=True)
+    T.train(cfg, tmp_path / "split", steps=2, dataset_factory=_Crops, quiet=True)
+    torch.manual_seed(999)
+    resumed = T.train(cfg, tmp_path / "split", dataset_factory=_Crops, quiet=True)
+    assert resumed["step"] == straight["step"] == 3
+    for (k, a), (_, b) in zip(straight["model"].state_dict().items(), resumed["model"].state_dict().items()):
+        assert torch.equal(a, b), k
+    net = build_model(cfg["model"])
+    net.load_state_dict(demosaicnet_state(net))
+    val = T.validation_set(cfg, net, int(cfg["validate"]["seed"]), dataset_factory=_Crops)
+    assert set(val["nvidia"]["pattern"]) <= set(PHASE_SHIFT) and len(val["nvidia"]["pattern"]) == 2
+    import csv
+
+    with (tmp_path / "straight" / "val.csv").open(newline="") as f:
+        step0 = [r for r in csv.DictReader(f) if r["step"] == "0"]
+    expected = T.validate(net, val, cfg, torch.device("cpu"))
+    assert [float(r["psnr_srgb"]) for r in step0] == pytest.approx([r["psnr_srgb"] for r in expected], abs=1e-9)
+
+
+def test_noise_mix_ranges_and_low_noise_crops():
+    from nnraw.finetune import draw_noise_mix
+
+    g = torch.Generator().manual_seed(0)
+    a, b = draw_noise_mix(4000, g, {"low_per_batch": 0, "channel_spread": 0.0})
+    assert a.shape == b.shape == (4000, 3) and torch.equal(a[:, 0], a[:, 1])
+    assert 3e-5 * 0.999 <= a.min() and a.max() <= 8e-3 * 1.001
+    assert a.min() < 6.7e-5 and a.max() > 5e-3          # below ISO 100 and beyond the NVIDIA level
+    assert 0.4 < (b[:, 0] == 0).float().mean() < 0.6
+    nz = b[:, 0][b[:, 0] > 0]
+    assert 1e-6 * 0.999 <= nz.min() and nz.max() <= 2e-4 * 1.001
+    a, _ = draw_noise_mix(4, g, {})
+    assert a[0].max() <= 1.5e-4 * 1.2                    # the batch's low-noise crop (channel spread 0.1)
+    with pytest.raises(ValueError, match="unknown keys"):
+        draw_noise_mix(4, g, {"a_rnage": [1e-5, 1e-3]})
