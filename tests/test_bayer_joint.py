@@ -321,3 +321,26 @@ def test_noise_mix_ranges_and_low_noise_crops():
     assert a[0].max() <= 1.5e-4 * 1.2                    # the batch's low-noise crop (channel spread 0.1)
     with pytest.raises(ValueError, match="unknown keys"):
         draw_noise_mix(4, g, {"a_rnage": [1e-5, 1e-3]})
+
+
+def test_hard_crops_replace_the_last_ones_with_the_hardest():
+    from nnraw.finetune import demosaic_hardness, with_hard_crops
+
+    g = torch.Generator().manual_seed(0)
+    yy, xx = torch.meshgrid(torch.arange(40.0), torch.arange(40.0), indexing="ij")
+    flat = torch.full((3, 40, 40), 0.3)
+    stripes = (0.3 + 0.25 * torch.sign(torch.sin((xx + yy) * 1.4))).expand(3, 40, 40).clone()  # diagonal, fine
+    saturated = torch.stack([0.8 * (xx > 20), 0.05 * torch.ones_like(xx), 0.8 * (yy > 20)]).float()
+
+    class Source:
+        pool = [flat, saturated, stripes, flat]
+
+        def clean_crops(self):
+            return torch.stack(self.pool), torch.ones(4, 3)
+
+    h = demosaic_hardness(torch.stack(Source.pool), torch.ones(4, 3))
+    assert h[0] < 1e-4 and h[2] > h[1] > h[0]
+    batch = torch.rand(4, 3, 40, 40, generator=g)
+    clean, wb = with_hard_crops(Source(), batch, torch.ones(4, 3), 2, 2)
+    assert torch.equal(clean[:2], batch[:2])
+    assert torch.equal(clean[2], stripes) and torch.equal(clean[3], saturated)

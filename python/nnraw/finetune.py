@@ -48,3 +48,36 @@ def draw_noise_mix(n: int, generator: torch.Generator, spec: dict | None = None)
                     torch.zeros_like(b), b)
     spread = torch.exp(float(s["channel_spread"]) * torch.randn(n, 3, generator=generator, dtype=torch.float64))
     return (a[:, None] * spread).float(), (b[:, None] * spread).float()
+
+
+def demosaic_hardness(clean: torch.Tensor, wb: torch.Tensor) -> torch.Tensor:
+    """Per crop: the mean absolute error, white balanced and sRGB-encoded, of the classic pre-demosaic
+    of its noise-free mosaic (RGGB) -- high where there is moire-prone detail or saturated colour.
+    ``clean`` Tensor[N, 3, H, W] camera RGB, ``wb`` Tensor[N, 3] -> Tensor[N]."""
+    from nnraw.dataset import mosaic
+    from nnraw.encoding import encode, gains_like, pre_demosaic
+
+    g = gains_like(wb, clean)
+    pre = pre_demosaic(mosaic(clean, "RGGB"), "RGGB", wb.contiguous(), "srgb")
+    m = 4                                               # the demosaic's own border
+    err = (encode(pre * g) - encode(clean * g))[..., m:-m, m:-m]
+    return err.abs().flatten(1).mean(1)
+
+
+def with_hard_crops(source, clean: torch.Tensor, wb: torch.Tensor, hard: int, candidates: int):
+    """Replace the last ``hard`` crops of a batch by the hardest (:func:`demosaic_hardness`) of
+    ``hard * candidates`` fresh crops drawn by ``source.clean_crops()`` (a nnraw.train.BatchSource)."""
+    n = clean.shape[0]
+    hard = min(int(hard), n)
+    if hard <= 0:
+        return clean, wb
+    cs, ws = [], []
+    while sum(len(c) for c in cs) < hard * max(1, int(candidates)):
+        c, w = source.clean_crops()
+        cs.append(c)
+        ws.append(w)
+    c, w = torch.cat(cs), torch.cat(ws)
+    pick = demosaic_hardness(c.float(), w.float()).topk(hard).indices
+    clean, wb = clean.clone(), wb.clone()
+    clean[n - hard:], wb[n - hard:] = c[pick].to(clean.dtype), w[pick].to(wb.dtype)
+    return clean, wb

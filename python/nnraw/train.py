@@ -293,6 +293,10 @@ class BatchSource:
     def next(self) -> dict:
         d = self.cfg["data"]
         clean, wb = self.clean_crops()
+        if d.get("hard_per_batch"):          # configs/joint.toml: moire-prone / saturated crops in every batch
+            from nnraw.finetune import with_hard_crops
+
+            clean, wb = with_hard_crops(self, clean, wb, d["hard_per_batch"], d.get("hard_candidates", 4))
         if d["noise"] == "mix":             # configs/joint.toml: nnraw.finetune.draw_noise_mix
             from nnraw.finetune import draw_noise_mix
 
