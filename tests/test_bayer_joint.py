@@ -344,3 +344,41 @@ def test_hard_crops_replace_the_last_ones_with_the_hardest():
     clean, wb = with_hard_crops(Source(), batch, torch.ones(4, 3), 2, 2)
     assert torch.equal(clean[:2], batch[:2])
     assert torch.equal(clean[2], stripes) and torch.equal(clean[3], saturated)
+
+
+def _ddp_worker(rank: int, world: int, port: int, run_dir: str, queue) -> None:
+    import os
+
+    from nnraw import train as T
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    cfg = _joint_config(steps=2)
+    cfg["model"] = {**SMALL, "params": {"width": 8, "depth": 3}}      # no init_from: any size
+    result = T.train(cfg, run_dir, dataset_factory=_Crops, quiet=True)
+    queue.put((rank, [p.detach().numpy().copy() for p in result["model"].parameters()]))
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ddp_averages_the_pattern_bound_network(tmp_path):
+    """Training binds each batch's patterns around the DDP module, so ranks stay in sync."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_ddp_worker, args=(r, 2, port, str(tmp_path), queue)) for r in range(2)]
+    for p in procs:
+        p.start()
+    results = dict(queue.get(timeout=300) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    for a, b in zip(results[0], results[1]):
+        assert (a == b).all()

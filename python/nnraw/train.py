@@ -622,10 +622,10 @@ def train(cfg: dict, run_dir: str | Path, *, steps: int | None = None, max_minut
         batch = data.next()
         rgb, sigma, target, wb = (batch[k].to(device, non_blocking=True) for k in ("rgb", "sigma", "target", "wb"))
         net = ddp
-        if getattr(model, "needs_pattern", False):
-            from nnraw.models.bayer_joint import bind_pattern
+        if getattr(model, "needs_pattern", False):       # bayer_joint: one CFA pattern per crop
+            from nnraw.models.bayer_joint import PatternBound
 
-            net = bind_pattern(model, batch["pattern"])
+            net = PatternBound(model, batch["pattern"], call=ddp)
         with torch.autocast(device.type, dtype=torch.bfloat16 if cpu_bf16 else torch.float16,
                             enabled=use_amp or cpu_bf16):
             pred = in_domain(net, wb)(rgb, sigma) if domain_net else net(rgb, sigma)

@@ -156,16 +156,19 @@ class PatternBound(nn.Module):
     """A :class:`BayerJointDenoiser` with its CFA pattern fixed: ``forward(rgb, sigma)``, with the
     network's ``halo``, ``noise_conditioned`` and ``domain``, for :func:`nnraw.infer.run_tiled`."""
 
-    def __init__(self, net: BayerJointDenoiser, pattern: str | Sequence[str]):
+    def __init__(self, net: BayerJointDenoiser, pattern: str | Sequence[str], call: nn.Module | None = None):
         super().__init__()
         self.net = net
+        # ``call``: what to run instead of ``net`` itself (its DistributedDataParallel wrapper in
+        # training, so that gradients are averaged); not registered as a submodule.
+        self._call = [call] if call is not None else None
         self.pattern = pattern if isinstance(pattern, str) else list(pattern)
         net._patterns(self.pattern, 1 if isinstance(self.pattern, str) else len(self.pattern))
         self.halo, self.noise_conditioned = net.halo, net.noise_conditioned
         self.domain = getattr(net, "domain", "linear")
 
     def forward(self, rgb: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(rgb, sigma, self.pattern)
+        return (self._call[0] if self._call else self.net)(rgb, sigma, self.pattern)
 
 
 def bind_pattern(net: nn.Module, pattern) -> nn.Module:
