@@ -341,7 +341,7 @@ def test_hard_crops_replace_the_last_ones_with_the_hardest():
     h = demosaic_hardness(torch.stack(Source.pool), torch.ones(4, 3))
     assert h[0] < 1e-4 and h[2] > h[1] > h[0]
     batch = torch.rand(4, 3, 40, 40, generator=g)
-    clean, wb = with_hard_crops(Source(), batch, torch.ones(4, 3), 2, 2)
+    clean, _ = with_hard_crops(Source(), batch, torch.ones(4, 3), 2, 2)
     assert torch.equal(clean[:2], batch[:2])
     assert torch.equal(clean[2], stripes) and torch.equal(clean[3], saturated)
 

@@ -31,8 +31,8 @@ ARCHITECTURES: dict[str, type[nn.Module]] = {
     "bayer_joint": BayerJointDenoiser,
 }
 
-__all__ = ["ARCHITECTURES", "BayerJointDenoiser", "DEFAULT_MODEL", "WEIGHTS_DIR", "HalfResResidualDenoiser", "ReferenceDenoiser",
-           "available_models", "build_model", "load_model", "save_model"]
+__all__ = ["ARCHITECTURES", "DEFAULT_MODEL", "WEIGHTS_DIR", "BayerJointDenoiser", "HalfResResidualDenoiser",
+           "ReferenceDenoiser", "available_models", "build_model", "load_model", "save_model"]
 
 
 def build_model(config: dict) -> nn.Module:

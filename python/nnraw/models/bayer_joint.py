@@ -198,7 +198,7 @@ def demosaicnet_weights_path(variant: str = "bayer"):
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError("nnraw: init_from 'demosaicnet:...' needs the demosaicnet package "
                                   "(a training-time dependency: pip install demosaicnet==0.0.14)")
-    path = Path(list(spec.submodule_search_locations)[0]) / "data" / DEMOSAICNET_WEIGHTS[variant]
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / DEMOSAICNET_WEIGHTS[variant]
     if not path.is_file():
         raise FileNotFoundError(f"nnraw: {path} is missing from the installed demosaicnet package")
     return path
