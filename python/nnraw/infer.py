@@ -515,6 +515,7 @@ def denoise_camera_rgb(
     precision: str = "float32",
     compile: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    pattern: str | None = None,
 ) -> torch.Tensor:
     """Denoise + demosaic-refine a pre-demosaiced camera-RGB image with a network, in tiles.
 
@@ -537,6 +538,8 @@ def denoise_camera_rgb(
             1 is the network as trained, 2 denoises as if the noise were twice the measured one.
             Models without a noise input only get the blend (values above 1 act as 1).
         tile, batch, precision, compile, progress: see :func:`run_tiled`.
+        pattern: the CFA pattern of ``rgb[..., :2, :2]`` (default ``raw.pattern``), for networks that
+            re-sample the mosaic from the pre-demosaic (``needs_pattern``: nnraw.models.bayer_joint).
 
     Returns:
         Tensor[1, 3, H, W] float32 on rgb's device (``rgb`` itself when ``strength`` is 0).
@@ -548,6 +551,10 @@ def denoise_camera_rgb(
         return rgb
     dev = _resolve_device(device, rgb)
     net = resolve_model(model, dev, iso or (getattr(raw, "iso", None) if raw is not None else None))
+    if getattr(net, "needs_pattern", False):    # one CFA phase per image: tiles start at even coordinates
+        from nnraw.models.bayer_joint import bind_pattern
+
+        net = bind_pattern(net, pattern or getattr(raw, "pattern", None))
     # Networks trained white balanced and encoded run in that domain, pointwise around them.
     wb = wb if wb is not None else (getattr(raw, "wb", None) if raw is not None else None)
     net = in_domain(net, torch.as_tensor(np.asarray(wb, dtype=np.float32)) if wb is not None else None)

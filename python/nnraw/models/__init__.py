@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from nnraw.models.bayer_joint import BayerJointDenoiser
 from nnraw.models.half_res_residual import HalfResResidualDenoiser
 from nnraw.models.reference import ReferenceDenoiser
 
@@ -27,10 +28,11 @@ DEFAULT_MODEL = "default"
 ARCHITECTURES: dict[str, type[nn.Module]] = {
     "reference": ReferenceDenoiser,
     "half_res_residual": HalfResResidualDenoiser,
+    "bayer_joint": BayerJointDenoiser,
 }
 
-__all__ = ["ARCHITECTURES", "DEFAULT_MODEL", "WEIGHTS_DIR", "HalfResResidualDenoiser", "ReferenceDenoiser",
-           "available_models", "build_model", "load_model", "save_model"]
+__all__ = ["ARCHITECTURES", "DEFAULT_MODEL", "WEIGHTS_DIR", "BayerJointDenoiser", "HalfResResidualDenoiser",
+           "ReferenceDenoiser", "available_models", "build_model", "load_model", "save_model"]
 
 
 def build_model(config: dict) -> nn.Module:
@@ -119,6 +121,10 @@ def macs_per_pixel(model: nn.Module) -> float:
         model(x, sigma)
         return total
 
+    if getattr(model, "needs_pattern", False):   # re-samples the mosaic: any one CFA phase costs the same
+        from nnraw.models.bayer_joint import bind_pattern
+
+        model = bind_pattern(model, "RGGB")
     halo = int(getattr(model, "halo", 0))
     device = next(model.parameters()).device   # "meta" (shapes only, no arithmetic) is the quick way
     hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]

@@ -270,7 +270,8 @@ class BatchSource:
         sigma = sigma_map(b["predemosaic"], b["a"], b["b"])
         rgb, h = b["predemosaic"], self.halo
         if not self.center:
-            return {"rgb": rgb, "sigma": sigma, "target": b["clean"][..., h:-h, h:-h], "wb": b["wb"]}
+            return {"rgb": rgb, "sigma": sigma, "target": b["clean"][..., h:-h, h:-h], "wb": b["wb"],
+                    "pattern": b["pattern"]}
         from nnraw.training.dataset import REFERENCE_OFFSETS, REFERENCE_PATCH
 
         p = REFERENCE_PATCH
@@ -282,7 +283,16 @@ class BatchSource:
     def next(self) -> dict:
         d = self.cfg["data"]
         clean, wb = self.clean_crops()
-        profiles = "random" if d["noise"] == "random" else level_profile(d["noise"])
+        if d.get("hard_per_batch"):          # configs/joint.toml: moire-prone / saturated crops in every batch
+            from nnraw.training.finetune import with_hard_crops
+
+            clean, wb = with_hard_crops(self, clean, wb, d["hard_per_batch"], d.get("hard_candidates", 4))
+        if d["noise"] == "mix":             # configs/joint.toml: nnraw.training.finetune.draw_noise_mix
+            from nnraw.training.finetune import draw_noise_mix
+
+            profiles = draw_noise_mix(self.batch, self.generator, d.get("noise_mix", {}))
+        else:
+            profiles = "random" if d["noise"] == "random" else level_profile(d["noise"])
         return self.make(clean, wb, profiles, d["pattern"])
 
 
@@ -322,12 +332,15 @@ def psnr_srgb(pred: torch.Tensor, target: torch.Tensor, wb: torch.Tensor) -> flo
 @torch.no_grad()
 def validate(model: nn.Module, val: dict[str, dict], cfg: dict, device) -> list[dict]:
     from nnraw.encoding import in_domain
+    from nnraw.models.bayer_joint import bind_pattern
 
     model.eval()
     rows = []
     for level, b in val.items():
         rgb, sigma, target, wb = (b[k].to(device) for k in ("rgb", "sigma", "target", "wb"))
-        pred = torch.cat([in_domain(model, wb[i:i + 8])(rgb[i:i + 8], sigma[i:i + 8]) for i in range(0, len(rgb), 8)])
+        pats = b.get("pattern") or ["RGGB"] * len(rgb)
+        pred = torch.cat([in_domain(bind_pattern(model, pats[i:i + 8]), wb[i:i + 8])(rgb[i:i + 8], sigma[i:i + 8])
+                          for i in range(0, len(rgb), 8)])
         h = model.halo
         dom = cfg["loss"]["domain"]
         loss = mixed_loss(to_loss_domain(pred, wb, dom), to_loss_domain(target, wb, dom),
@@ -476,8 +489,13 @@ def init_distributed() -> tuple[int, int, torch.device]:
     return rank, world, device
 
 
-def initial_weights(source: str) -> dict:
-    """Start weights: a run's checkpoint.pt (path) or a shipped model's name (fine-tuning)."""
+def initial_weights(source: str, model: nn.Module | None = None) -> dict:
+    """Start weights: a run's checkpoint.pt (path), a shipped model's name (fine-tuning), or
+    "demosaicnet:bayer" (demosaicnet's published weights mapped into ``model``, a bayer_joint network)."""
+    if source.startswith("demosaicnet:"):
+        from nnraw.models.bayer_joint import demosaicnet_state
+
+        return demosaicnet_state(model, source)
     path = Path(source)
     if path.suffix == ".pt" or path.is_dir():
         path = path / "checkpoint.pt" if path.is_dir() else path
@@ -516,12 +534,14 @@ def train(cfg: dict, run_dir: str | Path, *, steps: int | None = None, max_minut
     seed_everything(seed + rank)
     model = build_model(cfg["model"]).to(device)
     if cfg["model"].get("init_from"):
-        model.load_state_dict(initial_weights(cfg["model"]["init_from"]))
+        model.load_state_dict(initial_weights(cfg["model"]["init_from"], model))
     data = BatchSource(cfg, model, "train", seed * 1000 + rank, data_dir, dataset_factory)
     opt = torch.optim.Adam(model.parameters(), lr=cfg["optim"]["lr"], betas=tuple(cfg["optim"]["betas"]),
                            weight_decay=cfg["optim"]["weight_decay"])
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
     use_amp = bool(cfg["amp"]) and device.type == "cuda"
+    # bfloat16 autocast on CPU (amp_cpu = "bfloat16"; only where the CPU has AVX512_BF16 it pays)
+    cpu_bf16 = device.type == "cpu" and cfg.get("amp_cpu") == "bfloat16"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
 
@@ -581,8 +601,14 @@ def train(cfg: dict, run_dir: str | Path, *, steps: int | None = None, max_minut
     while step < last_step:
         batch = data.next()
         rgb, sigma, target, wb = (batch[k].to(device, non_blocking=True) for k in ("rgb", "sigma", "target", "wb"))
-        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-            pred = in_domain(ddp, wb)(rgb, sigma) if domain_net else ddp(rgb, sigma)
+        net = ddp
+        if getattr(model, "needs_pattern", False):       # bayer_joint: one CFA pattern per crop
+            from nnraw.models.bayer_joint import PatternBound
+
+            net = PatternBound(model, batch["pattern"], call=ddp)
+        with torch.autocast(device.type, dtype=torch.bfloat16 if cpu_bf16 else torch.float16,
+                            enabled=use_amp or cpu_bf16):
+            pred = in_domain(net, wb)(rgb, sigma) if domain_net else net(rgb, sigma)
         pred = pred.float()
         p_dom, t_dom = to_loss_domain(pred, wb, domain), to_loss_domain(target, wb, domain)
         per_sample = mixed_loss(p_dom, t_dom, alpha, mode)
