@@ -143,8 +143,8 @@ def test_convert_takes_a_noise_profile_file(tmp_path):
 
 
 @pytest.mark.parametrize("profile, message", [
-    ("missing.json", r"--profile .*missing\.json"),
-    ("text.json", r"--profile .*text\.json"),
+    ("missing.json", r"--profile: .*missing\.json: No such file"),
+    ("text.json", r"--profile: .*text\.json: "),
 ])
 def test_a_bad_profile_is_a_usage_error_before_any_work(tmp_path, profile, message):
     src = write_bayer_dng(tmp_path / "a.dng").path

@@ -27,9 +27,13 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:  # pragma: no cover
+    from nnraw.noise.model import NoiseProfile
 
 __all__ = [
     "ConvertResult", "ModelUnavailableError", "convert_file", "default_output", "collect_inputs",
@@ -130,7 +134,7 @@ def pre_demosaic(mosaic: torch.Tensor, pattern: str, wb: np.ndarray, *, device: 
 
 
 def network(rgb: torch.Tensor, raw, *, model: str, iso: float | None, device: str,
-            strength: float = 1.0, profile: str | Path | None = None) -> torch.Tensor:
+            strength: float = 1.0, profile: str | Path | NoiseProfile | None = None) -> torch.Tensor:
     """Stage `network`: denoise camera RGB with ``model`` (identity for "none" and for strength 0).
 
     Raises:
@@ -243,7 +247,7 @@ def convert_file(
     overwrite: bool = False,
     preview: str | Path | None = None,
     compare: str | Path | None = None,
-    profile: str | Path | None = None,
+    profile: str | Path | NoiseProfile | None = None,
 ) -> ConvertResult:
     """Convert one raw file to a linear DNG. Never raises for a bad input: see ``ConvertResult.error``.
 
@@ -260,7 +264,8 @@ def convert_file(
         overwrite: replace existing outputs (DNG, preview, compare).
         preview: also write an sRGB PNG of the result here (orientation applied).
         compare: also write a 2-layer GIMP XCF here (plain pre-demosaic, nnraw result).
-        profile: a noise profile file (``nnraw profile``) to use instead of the camera's at its ISO.
+        profile: a noise profile (a NoiseProfile, or a file of ``nnraw profile``) to use instead of the
+            camera's at its ISO.
 
     Returns:
         ConvertResult (``ok`` False and ``error`` naming the file and the reason on failure; no
@@ -406,6 +411,16 @@ def _output_kind(value: str) -> str:
     raise argparse.ArgumentTypeError(f"the kind of DNG must be {' or '.join(OUTPUT_KINDS)}, got {value!r}{hint}")
 
 
+def _noise_profile(value: str):
+    """``--profile`` values: a noise profile file, loaded (so that a bad one is a usage error)."""
+    from nnraw.noise.model import NoiseProfile
+
+    try:
+        return NoiseProfile.load(value)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise argparse.ArgumentTypeError(f"{value}: {exc.strerror if isinstance(exc, OSError) else exc}") from None
+
+
 def _dng_path(value: str) -> str:
     """``-o`` values: a path that ends in .dng."""
     if not value.lower().endswith(".dng"):
@@ -440,7 +455,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out-dir", metavar="DIR", help="folder for the outputs (default: beside each input)")
     parser.add_argument("-r", "--recursive", action="store_true", help="also look in sub-folders of folder inputs")
     parser.add_argument("--iso", type=float, metavar="N", help="ISO for the noise level (default: from the raw)")
-    parser.add_argument("--profile", metavar="FILE",
+    parser.add_argument("--profile", metavar="FILE", type=_noise_profile,
                         help="a noise profile (JSON from `nnraw profile`) to use instead of the camera's at its "
                              "ISO: for cameras darktable does not know, or raws without an ISO")
     parser.add_argument("--model", default="default", metavar="NAME|none",
@@ -473,13 +488,6 @@ def _check_options(args: argparse.Namespace) -> None:
         raise ValueError(f"--iso must be a positive number, got {args.iso:g}")
     _resolve_device(args.device)
     _check_strength(args.strength)
-    if args.profile is not None:
-        from nnraw.noise.model import NoiseProfile
-
-        try:
-            NoiseProfile.load(args.profile)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"--profile {args.profile}: {exc}") from None
     if args.model != "none" and args.strength != 0:
         _import_infer(args.model)
         from nnraw.models import available_models
