@@ -10,7 +10,7 @@ BUILD_DEPS := pybind11 scikit-build-core ninja "cmake>=3.28"
 APT_PACKAGES := libimage-exiftool-perl darktable xvfb xauth debootstrap
 SAMPLE := samples/canon550d_colorchart_crop.dng
 
-.PHONY: demo test test-fast install wheel system-deps dev bench clean cuda-check cuda-build-check gpu-wheels
+.PHONY: demo test test-fast install wheel system-deps dev bench clean cuda-check cuda-build-check gpu-wheels train-joint
 
 $(VENV)/.deps-stamp: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -64,6 +64,21 @@ dev:
 	cmake -S . -B build/dev -G Ninja -DPython_EXECUTABLE=$$(command -v $(PYTHON)) -DCMAKE_BUILD_TYPE=Release \
 	  -DNNRAW_CUDA=$(NNRAW_CUDA)
 	cmake --build build/dev
+
+# Resume the fine-tuning of the default network (configs/joint.toml) in the background, from the
+# checkpoint committed in runs/joint/ (weights, Adam state, schedule, RNG states): every session
+# continues where the last stopped. Builds the training data first where it is missing (~1 min).
+# Log: runs/joint/train.log; progress: `python bench/run_progress.py runs/joint --markdown`.
+TRAIN_DATA ?= /work/cache/ds10
+SHARED_TRAIN ?= ../shared/data/train
+train-joint: install
+	test -f $(TRAIN_DATA)/dataset.json || $(VENV)/bin/nnraw dataset build $(SHARED_TRAIN)/bsds432 $(SHARED_TRAIN)/urban50 \
+	  $(SHARED_TRAIN)/sunhays80 $(SHARED_TRAIN)/wikipedia $(SHARED_TRAIN)/skimage -o $(TRAIN_DATA) --val-fraction 0 --crop 160 \
+	  --hold-out $(SHARED_TRAIN)/wikipedia --hold-out $(SHARED_TRAIN)/skimage
+	mkdir -p runs/joint
+	OMP_WAIT_POLICY=PASSIVE setsid nohup nice -n 10 $(VENV)/bin/nnraw train configs/joint.toml --data $(TRAIN_DATA) \
+	  --run-dir runs/joint --threads 2 >> runs/joint/train.log 2>&1 < /dev/null &
+	@echo "training in the background: tail -f runs/joint/train.log"
 
 bench: install
 	$(PY) bench/ops.py
