@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import csv
 import os
-import socket
 
 import pytest
 import torch
@@ -135,20 +134,9 @@ def _ddp_worker(rank: int, world: int, port: int, run_dir: str, queue) -> None:
 
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_stay_in_sync(tmp_path):
-    import torch.multiprocessing as mp
+    from ddp_fixtures import run_ranks
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    procs = [ctx.Process(target=_ddp_worker, args=(r, 2, port, str(tmp_path), queue)) for r in range(2)]
-    for p in procs:
-        p.start()
-    results = dict(queue.get(timeout=300) for _ in procs)
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
+    results = run_ranks(_ddp_worker, str(tmp_path))
     for a, b in zip(results[0], results[1]):
         assert (a == b).all()                          # gradients were averaged across ranks
     ck = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
