@@ -205,12 +205,9 @@ def test_darktable_42_reads_the_cfa_dng_as_bayer(tmp_path, pattern):
 @pytest.mark.slow
 @pytest.mark.parametrize("pattern", ["RGGB", "GBRG"])
 def test_darktable_50_reads_the_cfa_dng_as_bayer(tmp_path, pattern):
-    from chroot import ChrootUnavailable, ensure_chroot, run_in_chroot
+    from chroot import chroot_for_tests, run_in_chroot
 
-    try:
-        root = ensure_chroot()
-    except ChrootUnavailable as exc:
-        pytest.skip(f"no Debian 13 chroot with darktable 5.0: {exc}")
+    root = chroot_for_tests()
     src, out = _converted_all_odd(tmp_path, pattern)
     version = run_in_chroot(root, ["darktable-cli", "--version"], timeout=120)
     assert "darktable 5." in version.stdout, version.stdout + version.stderr

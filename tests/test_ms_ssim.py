@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import TRAIN_DIR
+from conftest import TRAIN_DIR, need_shared
 from nnraw.ops import _library
 from nnraw.ops import ms_ssim as mss
 
@@ -109,8 +109,7 @@ def test_ms_ssim_data_range(dev):
 
 def test_ms_ssim_real_image(dev):
     path = TRAIN_DIR / "skimage" / "astronaut.png"
-    if not path.exists():
-        pytest.skip(f"{path} not found (../shared/data is not beside this checkout)")
+    need_shared(path)
     import numpy as np
     from PIL import Image
 
