@@ -262,7 +262,7 @@ def test_memory_formats(dev, layout):
         torch.testing.assert_close(xa.grad, x0.grad, atol=0, rtol=0)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_cuda_half_inputs_computed_in_float32(dtype):
     if not compiled_on("cuda"):
