@@ -5,6 +5,9 @@ and of the darktable 5.0 Lua API run inside this chroot. It is built ONCE per ma
 and cached outside the repository, in ``$NNRAW_CHROOT_CACHE`` or ``~/.cache/nnraw/trixie``:
 
 * a lock file (``trixie.lock``, ``fcntl.flock``) makes concurrent test runs wait for one build;
+* a second lock file (``trixie-use.lock``) is held from mount to unmount of every command run inside,
+  so concurrent test runs take turns (one run's unmount would otherwise pull /proc, /dev and the binds
+  from under the other's command);
 * the marker ``ROOT/.nnraw-complete`` is written last, so a half-built tree is never used: it is
   unmounted and removed and the build starts again.
 
@@ -138,24 +141,39 @@ def python_bind_paths(python: str = sys.executable) -> list[Path]:
 
 
 @contextlib.contextmanager
+def use_lock() -> Iterator[None]:
+    """Hold ``trixie-use.lock`` (exclusive ``fcntl.flock``): one mount..unmount inside the chroot at a time."""
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    with open(cache_dir() / f"{SUITE}-use.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another test run has the chroot mounted: wait for its unmount
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
 def mounted(root: Path, binds: Sequence[Path]) -> Iterator[Path]:
-    """Mount /proc, /dev, /sys and bind ``binds`` at the same paths inside ``root``; unmount afterwards."""
+    """Mount /proc, /dev, /sys and bind ``binds`` at the same paths inside ``root``; unmount afterwards.
+
+    Holds the use lock throughout, so a concurrent run waits instead of losing its mounts."""
     done: list[Path] = []
-    try:
-        _mount_system(root)
-        for src in binds:
-            src = Path(src).resolve()
-            target = root / str(src).lstrip("/")
-            if src.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-            else:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.touch(exist_ok=True)
-            subprocess.run(["mount", "--bind", str(src), str(target)], check=True, capture_output=True)
-            done.append(target)
-        yield root
-    finally:
-        unmount_all(root)
+    with use_lock():
+        try:
+            _mount_system(root)
+            for src in binds:
+                src = Path(src).resolve()
+                target = root / str(src).lstrip("/")
+                if src.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                else:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.touch(exist_ok=True)
+                subprocess.run(["mount", "--bind", str(src), str(target)], check=True, capture_output=True)
+                done.append(target)
+            yield root
+        finally:
+            unmount_all(root)
 
 
 def run_in_chroot(root: Path, argv: Sequence[str], *, binds: Sequence[Path] = (), env: dict | None = None,
@@ -166,6 +184,18 @@ def run_in_chroot(root: Path, argv: Sequence[str], *, binds: Sequence[Path] = ()
     with mounted(root, binds):
         return subprocess.run(["chroot", str(root), *argv], env=full_env, capture_output=True, text=True,
                               timeout=timeout)
+
+
+def chroot_for_tests() -> Path:
+    """ensure_chroot() for a test: skips (tests/skip_policy.py's "no root for the chroot") only where this
+    process is not root; any other failure to build the chroot (no debootstrap, no network) fails the test."""
+    import pytest
+
+    from skip_policy import NO_CHROOT_ROOT
+
+    if os.geteuid() != 0:
+        pytest.skip(f"{NO_CHROOT_ROOT}: building, mounting and entering the Debian 13 chroot need root")
+    return ensure_chroot()
 
 
 def main(argv: list[str]) -> int:

@@ -20,12 +20,24 @@ def device(request) -> str:
     return request.param
 
 
-def shared_file(name: str) -> Path:
-    """A file from ../shared/data/raw, or skip the test with a message saying what is missing."""
-    path = RAW_DIR / name
+SHARED = REPO.parent / "shared"
+
+
+def need_shared(path: Path, what: str = "") -> Path:
+    """``path`` (under ../shared), checked: skip when ../shared is not beside this checkout at all (the one
+    data reason tests/skip_policy.py allows), FAIL when ../shared is there but lacks the file."""
+    from skip_policy import NO_SHARED
+
+    if not SHARED.is_dir():
+        pytest.skip(f"{NO_SHARED}: {SHARED} is not beside this checkout (needed: {what or path})")
     if not path.exists():
-        pytest.skip(f"real raw {name} not found in {RAW_DIR} (../shared/data is not beside this checkout)")
+        pytest.fail(f"{SHARED} is there but lacks {what or path} ({path})")
     return path
+
+
+def shared_file(name: str) -> Path:
+    """A file from ../shared/data/raw (see need_shared: a skip only when ../shared is absent)."""
+    return need_shared(RAW_DIR / name, f"real raw {name}")
 
 
 @pytest.fixture

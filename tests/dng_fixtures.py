@@ -205,3 +205,24 @@ def quantised(rgb) -> np.ndarray:
     """uint16 [H, W, 3] as nnraw stores camera RGB: round(clip(x, 0, 1) * 65535)."""
     arr = rgb[0].permute(1, 2, 0).double().numpy()
     return np.rint(np.clip(arr, 0, 1) * 65535).astype(np.uint16)
+
+
+def write_noisy_bayer_dng(path: Path, *, size: tuple[int, int] = (96, 128), level: float = 0.25,
+                          noise_std: float = 0.03, seed: int = 11, **kw) -> SyntheticRaw:
+    """A flat grey (camera RGB ``level`` times the neutral) Bayer DNG with Gaussian noise of ``noise_std``
+    (fraction of white) on every photosite: the scene for "is it denoised" tests (flat_noise_std)."""
+    neutral = np.asarray(kw.pop("neutral", (0.5, 1.0, 0.7)), dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    scene = np.clip(level * neutral / neutral[1] + rng.normal(0, noise_std, (*size, 3)), 0, 1)
+    return write_bayer_dng(path, scene=scene, neutral=tuple(neutral), **kw)
+
+
+def flat_noise_std(image: np.ndarray, margin: int = 8) -> float:
+    """Noise on a flat image: the std, away from a ``margin`` border, of each 2x2-phase plane (a CFA
+    mosaic, [H, W]) or each channel ([H, W, C]) about its own mean, averaged; in the image's units."""
+    img = np.asarray(image, dtype=np.float64)[margin:-margin, margin:-margin]
+    if img.ndim == 2:
+        planes = [img[dy::2, dx::2] for dy in (0, 1) for dx in (0, 1)]
+    else:
+        planes = [img[..., c] for c in range(img.shape[-1])]
+    return float(np.mean([p.std() for p in planes]))

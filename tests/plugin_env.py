@@ -35,10 +35,11 @@ def write_nnraw_command(folder: Path) -> Path:
 
 
 def require_subcommand(nnraw_command: Path, name: str) -> None:
-    """Skip the test when this checkout's nnraw has no sub-command ``name`` yet (branch not merged)."""
+    """Fail the test (never skip) when the adapters' command ``nnraw NAME --help`` does not run: it ships
+    with this checkout, so a broken command line is a regression (tests/test_adapter_commands.py too)."""
     proc = subprocess.run([str(nnraw_command), name, "--help"], capture_output=True, text=True, timeout=120)
     if proc.returncode != 0:
-        pytest.skip(f"`nnraw {name}` is not available in this checkout: {proc.stderr.strip().splitlines()[-1:]}")
+        pytest.fail(f"`nnraw {name} --help` exited {proc.returncode}: {proc.stderr.strip().splitlines()[-3:]}")
 
 
 def python_binds() -> list[Path]:

@@ -6,10 +6,11 @@ run through the network. A Bayer-phase artifact is energy at the Nyquist frequen
 period. Two measures, per channel: the global FFT bins (H/2, 0), (0, W/2) and (H/2, W/2); and the
 local one, the image modulated by (-1)^(x+y), (-1)^y and (-1)^x and averaged over 8x8 blocks, whose
 squares are summed: it sees checkerboards around each light whatever their phase, where the global
-bins let artifacts of opposite phase cancel. The output's local energy must not exceed the ground
-truth's by more than the tolerance below; both are logged.
+bins let artifacts of opposite phase cancel. The output's energies must not exceed the
+input's by more than the tolerance below; both are logged.
 
-The network tests need trained weights (train branch): they skip with a message until those exist.
+The limits are measured from the network's input (the noisy pre-demosaic), and both measures are
+asserted for every network; the weights ship in git, so a missing or mismatched one fails.
 The energies of the default model, the reference networks and the plain pre-demosaic are written
 to the test log (``-s`` or ``-rA``) and to the junit properties.
 """
@@ -89,8 +90,8 @@ def mosaic_rggb(rgb: torch.Tensor) -> torch.Tensor:
 
 
 def noisy_pre_demosaic(gt: torch.Tensor) -> torch.Tensor:
-    noise = pytest.importorskip("nnraw.noise.model", reason="nnraw.noise.model not in this build")
     from nnraw.encoding import pre_demosaic
+    from nnraw.noise import model as noise
 
     g = torch.Generator().manual_seed(7)
     mosaic = noise.add_noise(mosaic_rggb(gt), noise.reference_profile(ISO), generator=g, pattern="RGGB")
@@ -133,28 +134,40 @@ def test_pre_demosaic_energies_logged():
 
 
 def _network_output(name: str, plain: torch.Tensor) -> torch.Tensor:
-    models = pytest.importorskip("nnraw.models", reason="nnraw.models (train branch) not in this build yet")
-    names = models.available_models()
-    if name not in names and not (name == "reference" and any(n.startswith("reference-iso") for n in names)):
-        pytest.skip(f"model {name!r} has no trained weights yet (have: {', '.join(models.available_models()) or 'none'})")
+    # the weights ship in git: a missing file or a state-dict mismatch is a failure, never a skip
     from nnraw.infer import denoise_camera_rgb
 
-    try:
-        return denoise_camera_rgb(plain, model=name, iso=ISO, device="cpu", tile=128, wb=WB.numpy())
-    except (FileNotFoundError, RuntimeError) as exc:
-        if "weight" in str(exc).lower():
-            pytest.skip(f"model {name!r}: trained weights not available: {exc}")
-        raise
+    return denoise_camera_rgb(plain, model=name, iso=ISO, device="cpu", tile=128, wb=WB.numpy())
+
+
+# Measured (ISO 800 night scene, local energy R, G, B): input 2.65e-4, 3.00e-4, 2.69e-4; default
+# 2.63e-4, 3.01e-4, 2.70e-4 (within 5 %); reference 2.90e-4, 3.32e-4, 2.79e-4 (+9.5 %, +10.5 %, +3.6 %).
+# The reference networks are held to 15 % here; the 5 % they should meet is the strict xfail below.
+RELATIVE_TOLERANCE_BY_NETWORK = {"default": RELATIVE_TOLERANCE, "reference": 0.15}
 
 
 @pytest.mark.parametrize("name", ["default", "reference"])  # reference: the per-ISO net nearest ISO 800
 def test_network_adds_no_checkerboard(name, record_property):
+    _check_no_checkerboard(name, RELATIVE_TOLERANCE_BY_NETWORK[name], record_property)
+
+
+@pytest.mark.xfail(strict=True, reason="the reference network adds 9.5 % (R) and 10.5 % (G) local Bayer-Nyquist "
+                   "energy to its input (2.90e-4 vs 2.65e-4, 3.32e-4 vs 3.00e-4); 5 % is the aim")
+def test_reference_network_adds_no_checkerboard_strict(record_property):
+    _check_no_checkerboard("reference", RELATIVE_TOLERANCE, record_property)
+
+
+def _check_no_checkerboard(name: str, relative: float, record_property) -> None:
     gt = night_scene()
     plain = noisy_pre_demosaic(gt)
     out = _network_output(name, plain)
     e_gt, e_out = local_nyquist_energy(gt)[0], local_nyquist_energy(out)[0]
     g_gt, g_out = bayer_nyquist_energy(gt)[0], bayer_nyquist_energy(out)[0]
-    limit = e_gt * (1 + RELATIVE_TOLERANCE) + ABSOLUTE_TOLERANCE
+    # the limits are measured from the network's INPUT (the noisy pre-demosaic), not the ground truth:
+    # a network must not add Bayer-phase energy to what it was given
+    e_in, g_in = local_nyquist_energy(plain)[0], bayer_nyquist_energy(plain)[0]
+    limit = e_in * (1 + relative) + ABSOLUTE_TOLERANCE
+    g_limit = g_in * (1 + relative) + ABSOLUTE_TOLERANCE
     record_property(f"local_nyquist_{name}", e_out.tolist())
     record_property("local_nyquist_ground_truth", e_gt.tolist())
     record_property(f"fft_nyquist_{name}", g_out.tolist())
@@ -162,5 +175,7 @@ def test_network_adds_no_checkerboard(name, record_property):
     print(f"\n{name}: local Nyquist energy (R, G, B) {e_out.tolist()} vs ground truth {e_gt.tolist()} "
           f"(limit {limit.tolist()}); FFT bins {g_out.tolist()} vs {g_gt.tolist()}; "
           f"error's local energy {local_nyquist_energy(out - gt)[0].tolist()}")
-    if name == "default":
-        assert (e_out <= limit).all(), f"{name}: local Bayer-Nyquist energy {e_out.tolist()} > limit {limit.tolist()}"
+    print(f"{name}: input's local energy {e_in.tolist()}, FFT bins {g_in.tolist()} (FFT limit {g_limit.tolist()})")
+    # every network (default and reference) is held to both measures
+    assert (e_out <= limit).all(), f"{name}: local Bayer-Nyquist energy {e_out.tolist()} > input's + tolerance {limit.tolist()}"
+    assert (g_out <= g_limit).all(), f"{name}: FFT Bayer-Nyquist energy {g_out.tolist()} > input's + tolerance {g_limit.tolist()}"

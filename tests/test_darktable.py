@@ -152,12 +152,9 @@ def test_darktable_42_host_converts_imports_and_groups(tmp_path, canon_dng):
 
 
 def test_darktable_50_chroot_converts_imports_and_groups(tmp_path, canon_dng):
-    from chroot import ChrootUnavailable, ensure_chroot, run_in_chroot
+    from chroot import chroot_for_tests, run_in_chroot
 
-    try:
-        root = ensure_chroot()
-    except ChrootUnavailable as exc:
-        pytest.skip(f"no Debian 13 chroot with darktable 5.0: {exc}")
+    root = chroot_for_tests()
     driver, raws, report = _prepare(tmp_path, canon_dng)
     version = run_in_chroot(root, ["darktable-cli", "--version"], timeout=120)
     assert "darktable 5." in version.stdout, version.stdout + version.stderr
@@ -267,12 +264,9 @@ def test_darktable_42_host_install_plugin_then_start_converts(tmp_path, canon_dn
 
 
 def test_darktable_50_chroot_install_plugin_then_start_converts(tmp_path, canon_dng):
-    from chroot import ChrootUnavailable, ensure_chroot, run_in_chroot
+    from chroot import chroot_for_tests, run_in_chroot
 
-    try:
-        root = ensure_chroot()
-    except ChrootUnavailable as exc:
-        pytest.skip(f"no Debian 13 chroot with darktable 5.0: {exc}")
+    root = chroot_for_tests()
     argv = _gui_command(tmp_path, canon_dng)
     # the chroot's PATH (/usr/sbin:/usr/bin:/sbin:/bin) has no nnraw; the recorded one runs through the binds
     proc = run_in_chroot(root, argv, binds=[tmp_path, *python_binds()], timeout=360)

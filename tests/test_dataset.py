@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TRAIN_DIR
+from conftest import TRAIN_DIR, need_shared
 from nnraw.training.dataset import (BAYER_PATTERNS, REFERENCE_OFFSETS, CleanCropDataset, add_arguments, build_dataset,
                            make_training_batch, mosaic, reference_patch_batch, reference_patches, run,
                            split_by_image)
@@ -19,9 +19,10 @@ from nnraw.noise.model import NVIDIA_PROFILE, NoiseProfile
 
 def few_photos(tmp_path, n=6):
     folder = TRAIN_DIR / "bsds432"
-    files = sorted(folder.glob("*.jpg"))[:n] if folder.exists() else []
+    need_shared(folder, f"{n} JPEGs in {folder}")
+    files = sorted(folder.glob("*.jpg"))[:n]
     if len(files) < n:
-        pytest.skip(f"need {n} JPEGs in {folder} (../shared/data is not beside this checkout)")
+        pytest.fail(f"need {n} JPEGs in {folder}, found {len(files)}")
     src = tmp_path / "src"
     src.mkdir()
     for f in files:

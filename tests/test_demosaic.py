@@ -188,7 +188,7 @@ def test_real_raw_four_phases_agree(device, canon_dng):
     """Crops of a real RGGB raw starting at (0,0), (0,1), (1,0), (1,1) are the four CFA patterns; each
     demosaic must equal the reference and, away from its own mirrored border, the demosaic of the
     whole image at the same place."""
-    rawpy = pytest.importorskip("rawpy")
+    import rawpy
     with rawpy.imread(str(canon_dng)) as raw:
         visible = raw.raw_image_visible.astype(np.float64)
         assert raw.color_desc == b"RGBG" and raw.raw_pattern.tolist() == [[0, 1], [3, 2]], "expected RGGB"

@@ -63,7 +63,10 @@ def test_encoded_pre_demosaic_is_better_on_a_held_out_photo():
     try:
         items = ev.scenes("skimage", 2, 128)
     except FileNotFoundError as exc:
-        pytest.skip(str(exc))
+        from conftest import SHARED, need_shared
+
+        need_shared(SHARED, f"skimage photos ({exc})")  # skips only where ../shared is absent
+        raise
     wb = ev.WB_CONDITIONS["tungsten"]
     gains = []
     for k, (_, scene) in enumerate(items):

@@ -7,11 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import TRAIN_DIR
+from conftest import TRAIN_DIR, need_shared
 from nnraw.ops import _library
 from nnraw.ops import ms_ssim as mss
 
-pytorch_msssim = pytest.importorskip("pytorch_msssim")
+import pytorch_msssim
 
 pytestmark = pytest.mark.skipif(not _library.HAVE_COMPILED, reason="nnraw compiled library not built")
 
@@ -109,8 +109,7 @@ def test_ms_ssim_data_range(dev):
 
 def test_ms_ssim_real_image(dev):
     path = TRAIN_DIR / "skimage" / "astronaut.png"
-    if not path.exists():
-        pytest.skip(f"{path} not found (../shared/data is not beside this checkout)")
+    need_shared(path)
     import numpy as np
     from PIL import Image
 
@@ -263,7 +262,7 @@ def test_memory_formats(dev, layout):
         torch.testing.assert_close(xa.grad, x0.grad, atol=0, rtol=0)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_cuda_half_inputs_computed_in_float32(dtype):
     if not compiled_on("cuda"):

@@ -82,7 +82,7 @@ def test_add_noise_errors():
         add_noise(torch.zeros(2, 3, 4, 4), [NVIDIA_PROFILE])
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA for a generator on another device")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device (a generator on another device)")
 def test_add_noise_generator_device_mismatch():
     with pytest.raises(ValueError, match=r"add_noise: the generator is on cuda.* but clean is on cpu"):
         add_noise(torch.zeros(1, 3, 4, 4), NVIDIA_PROFILE, generator=torch.Generator(device="cuda"))

@@ -30,7 +30,7 @@ def test_plugins_dir_finds_the_adapters_of_this_checkout():
 
 def test_default_folders_follow_xdg_config_home(monkeypatch, tmp_path):
     if sys.platform in ("win32", "darwin"):
-        pytest.skip("XDG_CONFIG_HOME applies to Linux and BSD")
+        pytest.skip("not Linux: XDG_CONFIG_HOME applies to Linux and BSD")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
     assert default_config_dir("darktable") == tmp_path / "cfg" / "darktable"
     assert default_config_dir("gimp") == tmp_path / "cfg" / "GIMP" / "3.0"

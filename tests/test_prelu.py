@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from nnraw.ops._library import HAVE_COMPILED
 from nnraw.ops.prelu import PReLU, prelu, prelu_reference
 
-from conftest import TRAIN_DIR
+from conftest import TRAIN_DIR, need_shared
 
 pytestmark = pytest.mark.skipif(not HAVE_COMPILED, reason="the compiled nnraw op library is not built")
 
@@ -81,8 +81,7 @@ def test_negative_side_and_zero_are_scaled(device):
 def test_real_image_through_a_conv(device):
     """Agreement on the activations a real photograph produces after a convolution."""
     path = TRAIN_DIR / "skimage" / "astronaut.png"
-    if not path.exists():
-        pytest.skip(f"real image {path.name} not found in {path.parent} (../shared/data is not beside this checkout)")
+    need_shared(path, f"real image {path.name}")
     from PIL import Image
 
     rgb = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)[100:164, 180:260] / 255.0 - 0.5

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, need_shared
 from nnraw.noise.model import PENTAX_K3_ALPHA, NoiseProfile
 from nnraw.noise.profile import (DARKTABLE_TO_RAW_A, _read_flat_mosaic, add_arguments, block_statistics,
                            darktable_profile, fit_noise_model, fit_profile, load_darktable_profiles, run,
@@ -137,8 +137,7 @@ def test_cli_writes_profile(tmp_path, capsys):
 @pytest.fixture
 def darktable_json() -> Path:
     path = SHARED_DATA / "darktable-noiseprofiles.json"
-    if not path.exists():
-        pytest.skip(f"darktable's noiseprofiles.json not found at {path} (../shared/data is not beside this checkout)")
+    need_shared(path, "darktable's noiseprofiles.json")
     return path
 
 

@@ -44,7 +44,10 @@ def results() -> dict:
     try:
         sources = {s: evaluate.scenes(s, CROPS_PER_SOURCE, CROP) for s in evaluate.HELD_OUT}
     except FileNotFoundError as exc:
-        pytest.skip(f"held-out photos not available ({exc}); ../shared/data must be beside the checkout")
+        from conftest import SHARED, need_shared
+
+        need_shared(SHARED, f"held-out photos ({exc})")  # skips only where ../shared is absent
+        raise
     torch.set_num_threads(2)
     model = load_model("default")
     out: dict = {}

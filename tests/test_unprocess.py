@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TRAIN_DIR
+from conftest import TRAIN_DIR, need_shared
 from nnraw.training.unprocess import (BLUE_GAIN_RANGE, RED_GAIN_RANGE, UnprocessParams, apply_gains_exact, inverse_smoothstep,
                              linear_to_srgb, process, random_ccm, random_gains, random_params, safe_invert_gains,
                              smoothstep, srgb_to_linear, unprocess)
@@ -58,9 +58,10 @@ def test_unprocess_then_process_returns_input(device, dtype, atol):
 
 def test_unprocess_then_process_real_photo():
     folder = TRAIN_DIR / "skimage"
-    files = sorted(folder.glob("*.png")) if folder.exists() else []
+    need_shared(folder, "sRGB photos")
+    files = sorted(folder.glob("*.png"))
     if not files:
-        pytest.skip(f"no sRGB photos in {folder} (../shared/data is not beside this checkout)")
+        pytest.fail(f"no sRGB photos in {folder}")
     from PIL import Image
 
     img = np.asarray(Image.open(files[0]).convert("RGB"), dtype=np.float32) / 255
