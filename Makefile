@@ -81,9 +81,12 @@ train-joint: install
 	@echo "training in the background: tail -f runs/joint/train.log"
 
 # Ship the fine-tuning's latest checkpoint (runs/joint/checkpoint.pt, validation from runs/joint/val.csv)
-# as the default network: python/nnraw/weights/default.{safetensors,json} (float16). Trains nothing.
+# as the default network: python/nnraw/weights/default.{safetensors,json} (float16), then reinstalls.
+# Trains nothing; commit the two files.
 export-joint: install
-	$(VENV)/bin/nnraw train configs/joint.toml --run-dir runs/joint --export-only --export-name default
+	$(VENV)/bin/nnraw train configs/joint.toml --run-dir runs/joint --export-only --export-name default \
+	  --weights-dir python/nnraw/weights
+	$(MAKE) install    # the venv holds a copy of the package: put the new weights there too
 
 bench: install
 	$(PY) bench/ops.py
