@@ -10,7 +10,7 @@ BUILD_DEPS := pybind11 scikit-build-core ninja "cmake>=3.28"
 APT_PACKAGES := libimage-exiftool-perl darktable xvfb xauth debootstrap
 SAMPLE := samples/canon550d_colorchart_crop.dng
 
-.PHONY: demo test test-fast install wheel system-deps dev bench clean cuda-check cuda-build-check gpu-wheels train-joint
+.PHONY: demo test test-fast install wheel system-deps dev bench clean cuda-check cuda-build-check gpu-wheels train-joint export-joint
 
 $(VENV)/.deps-stamp: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -79,6 +79,14 @@ train-joint: install
 	OMP_WAIT_POLICY=PASSIVE setsid nohup nice -n 10 $(VENV)/bin/nnraw train configs/joint.toml --data $(TRAIN_DATA) \
 	  --run-dir runs/joint --threads 2 >> runs/joint/train.log 2>&1 < /dev/null &
 	@echo "training in the background: tail -f runs/joint/train.log"
+
+# Ship the fine-tuning's latest checkpoint (runs/joint/checkpoint.pt, validation from runs/joint/val.csv)
+# as the default network: python/nnraw/weights/default.{safetensors,json} (float16), then reinstalls.
+# Trains nothing; commit the two files.
+export-joint: install
+	$(VENV)/bin/nnraw train configs/joint.toml --run-dir runs/joint --export-only --export-name default \
+	  --weights-dir python/nnraw/weights
+	$(MAKE) install    # the venv holds a copy of the package: put the new weights there too
 
 bench: install
 	$(PY) bench/ops.py

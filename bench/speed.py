@@ -179,6 +179,10 @@ def main() -> int:
             return out
 
         raw = stage("read", convert.read, src)
+        if getattr(model, "needs_pattern", False):   # the joint default re-samples the mosaic: bind its phase
+            from nnraw.models.bayer_joint import bind_pattern
+
+            model = bind_pattern(model, raw.pattern)
         mosaic = stage("normalise", convert.normalise_mosaic, raw)
         plain = stage("pre_demosaic", convert.pre_demosaic, mosaic, raw.pattern, raw.wb, device=str(dev))
         del mosaic

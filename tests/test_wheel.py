@@ -51,6 +51,7 @@ def test_wheel_installs_from_binaries_alone_and_converts(tmp_path):
         build = json.loads(zf.read("nnraw/_build_info.json"))
     assert any(re.fullmatch(r"nnraw/_C\..*\.so", n) for n in names), sorted(names)
     for required in ("nnraw/weights/default.safetensors", "nnraw/weights/default.json",
+                     "nnraw/weights/fast.safetensors", "nnraw/weights/fast.json",
                      "nnraw/plugins/darktable/nnraw.lua", "nnraw/plugins/gimp/nnraw/nnraw.py", "nnraw/cli.py"):
         assert required in names, required
     torch_reqs = re.findall(r"^Requires-Dist: (torch\b.*)$", metadata, flags=re.M)

@@ -117,7 +117,7 @@ local function register_preferences()
   dt.preferences.register(MODULE, "executable", "string", _("nnraw: program"),
     _("the nnraw command's full path; empty = the nnraw that `nnraw install-plugin darktable` recorded, else nnraw from PATH"), "")
   dt.preferences.register(MODULE, "model", "string", _("nnraw: model"),
-    _("network model name (see `nnraw info`); empty = nnraw's default; none = classic demosaic only"), "")
+    _("network: empty or default = best quality (demosaic + denoise network, slowest); fast = the smaller network (about 4x quicker, weaker at high ISO); none = classic demosaic only, no denoising; other names: `nnraw info`"), "")
   dt.preferences.register(MODULE, "strength", "float", _("nnraw: strength"),
     _("how hard to denoise: 0 = no denoising (the plain demosaic), 1 = as measured (default), 2 = twice as hard"),
     1.0, 0.0, 2.0, 0.05)

@@ -143,7 +143,7 @@ def network(rgb: torch.Tensor, raw, *, model: str, iso: float | None, device: st
     if model == "none" or strength == 0:
         return rgb
     infer = _import_infer(model)
-    out = infer.denoise_camera_rgb(rgb, raw=raw, model=model, iso=iso, device=device, strength=strength,
+    out = infer.denoise_camera_rgb(rgb, raw=raw, model=model, iso=iso, device=device, strength=strength, pattern=raw.pattern,
                                    profile=profile)
     if out.shape != rgb.shape:
         raise RuntimeError(f"network: model {model!r} returned shape {list(out.shape)}, expected {list(rgb.shape)}")

@@ -239,6 +239,16 @@ def iso_for_strength(strength: float, grey: float = 0.18) -> float:
     return math.exp((lo + hi) / 2)
 
 
+RGB_DEFAULT_MODEL = "fast"
+
+
+def rgb_model_name(model: str | torch.nn.Module) -> str | torch.nn.Module:
+    """The network denoise-rgb runs for ``model``: the default network (bayer_joint) re-samples the
+    raw's mosaic, which an RGB image does not have, so "default" means ``fast`` (half_res_residual)
+    here, and in the GIMP filter that calls this command. Any other name is taken as given."""
+    return RGB_DEFAULT_MODEL if isinstance(model, str) and model == "default" else model
+
+
 def denoise_rgb_array(rgb_linear: np.ndarray, *, iso: float | None = None, noise_std: float | None = None,
                       strength: float = 1.0, srgb: bool = False, model: str | torch.nn.Module = "default",
                       device: str | None = None, tile: int = 1024, resample_bayer: bool = True) -> np.ndarray:
@@ -269,7 +279,12 @@ def denoise_rgb_array(rgb_linear: np.ndarray, *, iso: float | None = None, noise
         if noise_std is None:
             raise DenoiseRGBError(f"{_CMD}: model 'reference' needs --iso N or --noise-std N to choose the network")
         iso = iso_for_strength(noise_std)
+    model = rgb_model_name(model)
     net = resolve_model(model, dev, iso)
+    if getattr(net, "needs_pattern", False):
+        raise DenoiseRGBError(f"{_CMD}: model {getattr(net, 'name', model)!r} re-samples a camera mosaic "
+                              f"(needs_pattern) and an RGB image has none: use --model {RGB_DEFAULT_MODEL} "
+                              "(the default here) or another RGB denoiser from `nnraw info`")
     # The image is already white balanced: networks of the encoded domain see it with gains 1; the
     # linear-domain ones were trained on camera RGB, so their resampled mosaics are divided by CAMERA_WB.
     domain = getattr(net, "domain", "linear")
@@ -365,7 +380,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="how hard to denoise, 0 to 2 (default 1.0): scales the noise level; 0 returns the input")
     p.add_argument("--linear", action="store_true",
                    help="8/16-bit input is linear, not sRGB (float TIFFs are always linear)")
-    p.add_argument("--model", default="default", help="network name (see `nnraw info`), default: default")
+    p.add_argument("--model", default="default", help="network name (see `nnraw info`); default: fast. The default raw network "
+                   "(`default`, demosaic + denoise of a mosaic) needs a raw file, so `default` means fast here")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--tile", type=int, default=1024, help="tile size in pixels (bounds memory), default 1024")
 

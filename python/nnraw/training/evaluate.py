@@ -180,11 +180,20 @@ def pre_demosaic(noisy: torch.Tensor, wb, encoding: str = "srgb", pattern: str =
     return demosaic(noisy, pattern, torch.tensor(wb, dtype=torch.float32), encoding)[0]
 
 
-def network(model, pre: torch.Tensor, wb, level: str, **kw) -> torch.Tensor:
+def network(model, pre: torch.Tensor, wb, level: str, *, pattern: str = "RGGB", profile_scale: float = 1.0,
+            **kw) -> torch.Tensor:
     """A shipped network (name or module) on a pre-demosaic, as ``nnraw convert`` runs it (the level's
-    noise profile, the image's white balance, reflect-padded tiles) -> camera RGB [3, H, W]."""
+    noise profile, the image's white balance and CFA pattern, reflect-padded tiles) -> camera RGB [3, H, W].
+    ``profile_scale`` k tells the network a wrong profile: noise std x k (a and b x k^2), as a
+    mis-calibrated camera profile would."""
+    import dataclasses
+
     from nnraw.infer import denoise_camera_rgb
 
-    out = denoise_camera_rgb(pre[None].contiguous(), model=model, profile=level_profile(level),
+    prof = level_profile(level)
+    if profile_scale != 1.0:
+        k2 = float(profile_scale) ** 2
+        prof = dataclasses.replace(prof, a=tuple(k2 * v for v in prof.a), b=tuple(k2 * v for v in prof.b))
+    out = denoise_camera_rgb(pre[None].contiguous(), model=model, profile=prof, pattern=pattern,
                              wb=np.asarray(wb, dtype=np.float32), device="cpu", **kw)
     return out[0]

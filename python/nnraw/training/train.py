@@ -658,8 +658,10 @@ def train(cfg: dict, run_dir: str | Path, *, steps: int | None = None, max_minut
     return {"step": step, "seconds": seconds, "val": val_rows, "model": model}
 
 
-def export(cfg: dict, run_dir: str | Path, weights_dir: str | Path | None = None) -> tuple[Path, Path]:
-    """Write the run's checkpoint as shipped weights: <name>.safetensors (float16) + <name>.json."""
+def export(cfg: dict, run_dir: str | Path, weights_dir: str | Path | None = None,
+           name: str | None = None) -> tuple[Path, Path]:
+    """Write the run's checkpoint as shipped weights: <name>.safetensors (float16) + <name>.json;
+    ``name`` defaults to the config's ``name`` (``--export-name default`` ships it as the default)."""
     from nnraw.models import build_model, save_model
 
     run_dir = Path(run_dir)
@@ -681,7 +683,10 @@ def export(cfg: dict, run_dir: str | Path, weights_dir: str | Path | None = None
                            "world_size": int(ck["world"]), "validation": last_val}}
     if cfg["model"]["architecture"] == "reference":
         config["iso"] = cfg["data"]["iso"]
-    return save_model(model, config, cfg["name"], Path(weights_dir) if weights_dir else None)
+    if cfg["model"]["architecture"] == "bayer_joint":
+        config["summary"] = ("demosaicnet's Bayer network (Gharbi et al. 2016, MIT) fine-tuned noise-aware: "
+                             "joint demosaic + denoise; best quality")
+    return save_model(model, config, name or cfg["name"], Path(weights_dir) if weights_dir else None)
 
 
 # --- command line ---------------------------------------------------------------------------------
@@ -694,6 +699,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-resume", action="store_true", help="start afresh even if a checkpoint exists")
     p.add_argument("--export", action="store_true", help="write the weights into nnraw/weights afterwards")
     p.add_argument("--weights-dir", help="export here instead of nnraw/weights")
+    p.add_argument("--export-name", metavar="NAME", help="file name of the exported weights (default: the config's name)")
+    p.add_argument("--export-only", action="store_true",
+                   help="do not train: export the run directory's checkpoint.pt and stop (implies --export)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
 
 
@@ -702,11 +710,15 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     run_dir = Path(args.run_dir or Path("runs") / cfg["name"])
+    if args.export_only:
+        w, c = export(cfg, run_dir, args.weights_dir, name=args.export_name)
+        print(f"wrote {w} and {c}")
+        return 0
     result = train(cfg, run_dir, steps=args.steps, max_minutes=args.max_minutes, resume=not args.no_resume,
                    data_dir=args.data)
     rank = int(os.environ.get("RANK", "0"))
     if args.export and rank == 0:
-        w, c = export(cfg, run_dir, args.weights_dir)
+        w, c = export(cfg, run_dir, args.weights_dir, name=args.export_name)
         print(f"wrote {w} and {c}")
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
