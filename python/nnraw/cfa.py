@@ -1,0 +1,64 @@
+"""Colour filter array (CFA) pattern helpers for 2x2 Bayer and 6x6 X-Trans layouts.
+
+A pattern is a string of its colours row by row ("RGGB" for a 2x2 Bayer block, 36 letters for a 6x6
+X-Trans block) or the equivalent integer array (0 = R, 1 = G, 2 = B) of shape [n, n]. The pattern of
+an image is the block at its top-left pixel; cropping the image by (dy, dx) pixels shifts that block
+(its phase) by the same amount, modulo the period.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+COLOURS = "RGB"
+
+# Fujifilm X-Trans as it is usually published (e.g. the Wikipedia figure, LibRaw's xtrans_abs), row by row.
+XTRANS = "GGRGGB" "GGBGGR" "BRGRBG" "GGBGGR" "GGRGGB" "RBGBRG"
+
+
+def as_array(pattern: str | np.ndarray) -> np.ndarray:
+    """The pattern as an int64 [n, n] array of colour indices (0 R, 1 G, 2 B)."""
+    if isinstance(pattern, str):
+        n = int(round(len(pattern) ** 0.5))
+        if n * n != len(pattern) or n not in (2, 6) or set(pattern) - set(COLOURS):
+            raise ValueError(f"CFA pattern {pattern!r}: expected 4 or 36 letters of R, G, B")
+        return np.array([COLOURS.index(c) for c in pattern], np.int64).reshape(n, n)
+    arr = np.asarray(pattern, dtype=np.int64)
+    if arr.ndim != 2 or arr.shape[0] != arr.shape[1] or arr.shape[0] not in (2, 6) or arr.min() < 0 or arr.max() > 2:
+        raise ValueError(f"CFA pattern of shape {arr.shape}: expected a 2x2 or 6x6 array of 0 (R), 1 (G), 2 (B)")
+    return arr
+
+
+def as_string(pattern: str | np.ndarray) -> str:
+    """The pattern as its colour letters row by row."""
+    return "".join(COLOURS[int(c)] for c in as_array(pattern).reshape(-1))
+
+
+def period(pattern: str | np.ndarray) -> int:
+    """2 for a Bayer pattern, 6 for an X-Trans one."""
+    return as_array(pattern).shape[0]
+
+
+def shifted(pattern: str | np.ndarray, dy: int, dx: int) -> str:
+    """The pattern at pixel (dy, dx) of an image whose top-left pattern is ``pattern`` (a crop's phase)."""
+    arr = as_array(pattern)
+    return as_string(np.roll(arr, (-dy, -dx), axis=(0, 1)))
+
+
+def is_xtrans(pattern: str | np.ndarray) -> bool:
+    """Whether ``pattern`` is the X-Trans layout at some phase (one of its 36 shifts)."""
+    arr = as_array(pattern)
+    return arr.shape == (6, 6) and any(shifted(XTRANS, dy, dx) == as_string(arr) for dy in range(6) for dx in range(6))
+
+
+def colour_map(pattern: str | np.ndarray, h: int, w: int) -> np.ndarray:
+    """int64 [h, w]: the colour index at every pixel of an image whose top-left pattern is ``pattern``."""
+    arr = as_array(pattern)
+    n = arr.shape[0]
+    return np.tile(arr, (-(-h // n), -(-w // n)))[:h, :w]
+
+
+def masks(pattern: str | np.ndarray, h: int, w: int) -> np.ndarray:
+    """bool [3, h, w]: where R, G and B are sampled."""
+    cmap = colour_map(pattern, h, w)
+    return np.stack([cmap == c for c in range(3)])

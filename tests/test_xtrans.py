@@ -1,0 +1,79 @@
+"""X-Trans (6x6 CFA) raws: pattern helpers, the synthetic X-Trans DNG fixture, and the clear refusal.
+
+nnraw does not convert X-Trans raws yet (issue #18): read_raw refuses them with a message naming the
+file, before any work. These tests pin the fixture (every one of the 36 phases, odd sizes, read back
+by rawpy with its 6x6 pattern) and the refusal, so the reading and the pre-demosaic can build on them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dng_fixtures import write_bayer_dng, write_monochrome_dng, write_xtrans_dng
+from nnraw import cfa
+from nnraw.io.raw import RawReadError, read_raw
+
+PHASES = [(dy, dx) for dy in range(6) for dx in range(6)]
+# odd and even sizes, several per phase across the suite
+SIZES = [(47, 71), (53, 60), (36, 37), (61, 49)]
+
+
+def test_xtrans_layout_is_fujifilms():
+    rows = [cfa.XTRANS[6 * i: 6 * i + 6] for i in range(6)]
+    assert rows == ["GGRGGB", "GGBGGR", "BRGRBG", "GGBGGR", "GGRGGB", "RBGBRG"]
+    arr = cfa.as_array(cfa.XTRANS)
+    assert (arr == 1).sum() == 20 and (arr == 0).sum() == 8 and (arr == 2).sum() == 8
+    # every row and column holds R, G and B
+    assert all(set(arr[i]) == {0, 1, 2} and set(arr[:, i]) == {0, 1, 2} for i in range(6))
+
+
+def test_pattern_helpers():
+    assert cfa.as_string(cfa.as_array("GRBG")) == "GRBG"
+    assert cfa.period("RGGB") == 2 and cfa.period(cfa.XTRANS) == 6
+    assert cfa.shifted("RGGB", 1, 0) == "GBRG" and cfa.shifted("RGGB", 1, 1) == "BGGR"
+    assert cfa.shifted(cfa.XTRANS, 6, 12) == cfa.XTRANS
+    # X-Trans is symmetric under a (3, 3) shift: the 36 crop offsets give 18 distinct 6x6 blocks
+    assert cfa.shifted(cfa.XTRANS, 3, 3) == cfa.XTRANS
+    assert len({cfa.shifted(cfa.XTRANS, dy, dx) for dy, dx in PHASES}) == 18
+    assert all(cfa.is_xtrans(cfa.shifted(cfa.XTRANS, dy, dx)) for dy, dx in PHASES)
+    assert not cfa.is_xtrans("RGGB") and not cfa.is_xtrans("G" * 36)
+    m = cfa.masks(cfa.XTRANS, 13, 17)
+    assert m.shape == (3, 13, 17) and (m.sum(0) == 1).all()
+    big = cfa.colour_map(cfa.XTRANS, 30, 30)
+    for dy, dx in PHASES:  # a crop by (dy, dx) has the shifted pattern
+        np.testing.assert_array_equal(big[dy:, dx:][:18, :18], cfa.colour_map(cfa.shifted(cfa.XTRANS, dy, dx), 18, 18))
+    with pytest.raises(ValueError):
+        cfa.as_array("RGGBX")
+    with pytest.raises(ValueError):
+        cfa.as_array(np.zeros((4, 4)))
+
+
+@pytest.mark.parametrize("phase", PHASES, ids=[f"phase{dy}{dx}" for dy, dx in PHASES])
+def test_fixture_reads_back_with_its_6x6_pattern_and_is_refused(tmp_path, phase):
+    import rawpy
+
+    size = SIZES[(6 * phase[0] + phase[1]) % len(SIZES)]
+    src = write_xtrans_dng(tmp_path / f"xt{phase[0]}{phase[1]}.dng", phase=phase, size=size, seed=phase[0])
+    with rawpy.imread(str(src.path)) as r:
+        assert r.raw_pattern.shape == (6, 6)
+        desc = r.color_desc.decode()
+        got = "".join(desc[c] for c in np.array(r.raw_pattern).reshape(-1))
+        assert got == src.pattern  # colour_desc is RGBG: index 3 would be a G too
+        np.testing.assert_array_equal(r.raw_image_visible, src.mosaic)
+        assert r.raw_image_visible.shape == size
+        assert r.white_level == src.white
+        assert list(r.black_level_per_channel) == [1024] * 4
+    with pytest.raises(RawReadError, match=rf"xt{phase[0]}{phase[1]}\.dng: X-Trans \(6x6 CFA\) is not supported"):
+        read_raw(src.path)
+
+
+def test_other_sensors_keep_their_refusal(tmp_path):
+    mono = write_monochrome_dng(tmp_path / "mono.dng")
+    with pytest.raises(RawReadError, match=r"mono\.dng: "):
+        read_raw(mono)
+    quad = write_bayer_dng(tmp_path / "quad.dng", size=(48, 72), extra_tags=[
+        (33421, 3, 2, [4, 4], True), (33422, 1, 16, bytes([0, 0, 1, 1, 0, 0, 1, 1, 1, 1, 2, 2, 1, 1, 2, 2]), True)])
+    # LibRaw folds a 4x4 DNG CFAPattern to its top-left 2x2 block (RRGG here): refused as not Bayer
+    with pytest.raises(RawReadError, match=r"quad\.dng: CFA pattern 'RRGG' .* is not an R/G/G/B Bayer pattern"):
+        read_raw(quad.path)
