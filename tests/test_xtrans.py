@@ -77,3 +77,38 @@ def test_other_sensors_keep_their_refusal(tmp_path):
     # LibRaw folds a 4x4 DNG CFAPattern to its top-left 2x2 block (RRGG here): refused as not Bayer
     with pytest.raises(RawReadError, match=r"quad\.dng: CFA pattern 'RRGG' .* is not an R/G/G/B Bayer pattern"):
         read_raw(quad.path)
+
+
+def _psnr(a, b):
+    return float(-10 * np.log10(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)))
+
+
+@pytest.mark.parametrize("phase", [(0, 0), (1, 4), (5, 3)])
+def test_colour_difference_demosaic_exact_at_sites_local_and_beats_bilinear(phase):
+    import torch
+
+    from dng_fixtures import synthetic_scene
+
+    pattern = cfa.shifted(cfa.XTRANS, *phase)
+    base, _ = synthetic_scene(61, 83, np.array([0.55, 1.0, 0.65]), seed=3)
+    # photos have correlated channels: a detailed luminance times a slowly varying colour
+    yy, xx = np.mgrid[0:61, 0:83] / 83.0
+    chroma = np.stack([0.8 + 0.2 * np.sin(3 * xx), np.ones_like(xx), 0.7 + 0.2 * np.cos(2 * yy)], -1)
+    scene = np.clip(base[..., 1:2] * chroma, 0, 1)
+    cmap = cfa.colour_map(pattern, 61, 83)
+    mosaic = np.take_along_axis(scene, cmap[..., None], axis=2)[..., 0]
+    x = torch.from_numpy(mosaic.astype(np.float32))[None, None]
+    out = cfa.colour_difference_demosaic(x, pattern)
+    assert out.shape == (1, 3, 61, 83)
+    got = out[0].permute(1, 2, 0).numpy()
+    sampled = np.take_along_axis(got, cmap[..., None], axis=2)[..., 0]
+    np.testing.assert_array_equal(sampled, mosaic.astype(np.float32))      # exact at sampled sites
+    # a crop with a halo of 3 (green radius 1 + difference radius 2) equals the whole's crop, bit for bit
+    y0, y1, x0, x1 = 13, 40, 17, 59
+    crop = cfa.colour_difference_demosaic(x[..., y0 - 3:y1 + 3, x0 - 3:x1 + 3], cfa.shifted(pattern, y0 - 3, x0 - 3))
+    assert torch.equal(crop[..., 3:-3, 3:-3], out[..., y0:y1, x0:x1])
+    bil = cfa.bilinear_demosaic(x, pattern)[0].permute(1, 2, 0).numpy()
+    inner = (slice(6, -6), slice(6, -6))
+    assert _psnr(got[inner], scene[inner]) >= _psnr(bil[inner], scene[inner]) + 1.0
+    # the 2x2 Bayer case runs through the same code
+    assert cfa.colour_difference_demosaic(x, "RGGB").shape == (1, 3, 61, 83)

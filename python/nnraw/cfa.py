@@ -62,3 +62,70 @@ def masks(pattern: str | np.ndarray, h: int, w: int) -> np.ndarray:
     """bool [3, h, w]: where R, G and B are sampled."""
     cmap = colour_map(pattern, h, w)
     return np.stack([cmap == c for c in range(3)])
+
+
+# --- classical demosaic for any 2x2 or 6x6 pattern (torch, CPU and CUDA) ---------------------------
+
+def _weights(radius: int) -> list[tuple[int, int, float]]:
+    """(dy, dx, w) of a separable triangle kernel of the given radius (w = (r+1-|dy|)(r+1-|dx|))."""
+    return [(dy, dx, float((radius + 1 - abs(dy)) * (radius + 1 - abs(dx))))
+            for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)]
+
+
+def _shifted_sum(x, radius: int):
+    """sum over the triangle kernel of x shifted, zero outside the image; a fixed order of additions, so
+    every output pixel depends only on its (2r+1)^2 window, bit for bit (a crop with a halo of r equals
+    the whole's crop)."""
+    import torch.nn.functional as F
+
+    h, w = x.shape[-2:]
+    p = F.pad(x, (radius, radius, radius, radius))
+    out = None
+    for dy, dx, wt in _weights(radius):
+        term = p[..., radius + dy: radius + dy + h, radius + dx: radius + dx + w] * wt
+        out = term if out is None else out + term
+    return out
+
+
+def normalised_convolution(mosaic, mask, radius: int):
+    """Per-channel weighted average of the sampled neighbours: [N, C, H, W] from mosaic [N, 1, H, W] and
+    float mask [1 or N, C, H, W] (1 where channel c is sampled)."""
+    num = _shifted_sum(mosaic * mask, radius)
+    den = _shifted_sum(mask.expand_as(num), radius)
+    return num / den.clamp_min(1e-12)
+
+
+def bilinear_demosaic(mosaic, pattern: str):
+    """Per-channel bilinear-like interpolation (normalised convolution, 3x3 triangle kernel, falling back
+    to 5x5 where a channel has no sample in the 3x3 window): the quality baseline."""
+    import torch
+
+    m = torch.from_numpy(masks(pattern, *mosaic.shape[-2:])).to(mosaic)[None]
+    small = _shifted_sum(m, 1)
+    out = torch.where(small > 0, normalised_convolution(mosaic, m, 1), normalised_convolution(mosaic, m, 2))
+    return torch.where(m > 0, mosaic.expand_as(out), out)
+
+
+def colour_difference_demosaic(mosaic, pattern: str, *, green_radius: int = 1, difference_radius: int = 2):
+    """Classical demosaic for any 2x2 or 6x6 pattern: green by normalised convolution (triangle kernel of
+    ``green_radius``), then red and blue as green plus their colour difference (R - G, B - G at the red
+    and blue sites), interpolated the same way with ``difference_radius``. Sampled values are kept
+    exactly. Local: each output pixel depends on its window of radius green_radius + difference_radius
+    only (bit for bit), so a tile with that halo equals the whole image's crop.
+
+    Args:
+        mosaic: [N, 1, H, W] float, in whatever domain the caller works (nnraw: encoded, white balanced).
+        pattern: the top-left block (see nnraw.cfa).
+
+    Returns:
+        [N, 3, H, W].
+    """
+    import torch
+
+    m = torch.from_numpy(masks(pattern, *mosaic.shape[-2:])).to(mosaic)[None]
+    green = normalised_convolution(mosaic, m[:, 1:2], green_radius)
+    green = torch.where(m[:, 1:2] > 0, mosaic, green)
+    diff = normalised_convolution(mosaic - green, m[:, 0::2], difference_radius)
+    rb = green + diff
+    rb = torch.where(m[:, 0::2] > 0, mosaic.expand_as(rb), rb)
+    return torch.cat([rb[:, :1], green, rb[:, 1:]], 1)
