@@ -12,7 +12,7 @@ import pytest
 
 from dng_fixtures import write_bayer_dng, write_monochrome_dng, write_xtrans_dng
 from nnraw import cfa
-from nnraw.io.raw import RawReadError, read_raw
+from nnraw.io.raw import RawReadError, normalise, read_raw
 
 PHASES = [(dy, dx) for dy in range(6) for dx in range(6)]
 # odd and even sizes, several per phase across the suite
@@ -50,7 +50,7 @@ def test_pattern_helpers():
 
 
 @pytest.mark.parametrize("phase", PHASES, ids=[f"phase{dy}{dx}" for dy, dx in PHASES])
-def test_fixture_reads_back_with_its_6x6_pattern_and_is_refused(tmp_path, phase):
+def test_fixture_reads_back_with_its_6x6_pattern(tmp_path, phase):
     import rawpy
 
     size = SIZES[(6 * phase[0] + phase[1]) % len(SIZES)]
@@ -64,8 +64,14 @@ def test_fixture_reads_back_with_its_6x6_pattern_and_is_refused(tmp_path, phase)
         assert r.raw_image_visible.shape == size
         assert r.white_level == src.white
         assert list(r.black_level_per_channel) == [1024] * 4
-    with pytest.raises(RawReadError, match=rf"xt{phase[0]}{phase[1]}\.dng: X-Trans \(6x6 CFA\) is not supported"):
-        read_raw(src.path)
+    raw = read_raw(src.path)
+    assert raw.pattern == src.pattern and raw.visible.shape == size
+    np.testing.assert_array_equal(raw.visible, src.mosaic)
+    assert raw.black_levels.shape == (6, 6) and (raw.black_levels == 1024).all() and raw.white_level == src.white
+    np.testing.assert_allclose(raw.wb, 1 / src.neutral)
+    assert raw.colour_matrix_source == "dng" and raw.mosaic.shape == (size[0] // 6 * 6, size[1] // 6 * 6)
+    x = normalise(raw, whole=True)[0, 0].numpy()
+    np.testing.assert_allclose(x, (src.mosaic - 1024.0) / (src.white - 1024.0), atol=1e-6)
 
 
 def test_other_sensors_keep_their_refusal(tmp_path):
@@ -112,3 +118,12 @@ def test_colour_difference_demosaic_exact_at_sites_local_and_beats_bilinear(phas
     assert _psnr(got[inner], scene[inner]) >= _psnr(bil[inner], scene[inner]) + 1.0
     # the 2x2 Bayer case runs through the same code
     assert cfa.colour_difference_demosaic(x, "RGGB").shape == (1, 3, 61, 83)
+
+
+def test_a_6x6_cfa_that_is_not_xtrans_is_refused(tmp_path):
+    code = {"R": 0, "G": 1, "B": 2}
+    odd = "RGBGRG" "GGGGGG" "BGRGBG" "GGGGGG" "RGBGRG" "GGGGGG"
+    bad = write_bayer_dng(tmp_path / "odd6.dng", size=(48, 72), extra_tags=[
+        (33421, 3, 2, [6, 6], True), (33422, 1, 36, bytes(code[c] for c in odd), True)])
+    with pytest.raises(RawReadError, match=r"odd6\.dng: 6x6 CFA pattern .* is not an X-Trans layout"):
+        read_raw(bad.path)

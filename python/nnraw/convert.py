@@ -301,6 +301,8 @@ def convert_file(
 
         with timer("read"):
             raw = read(input_path)
+        if len(raw.pattern) == 36:
+            raise ValueError("X-Trans (6x6 CFA) raws are read but not converted yet (issue #18)")
         with timer("normalise"):
             mosaic = normalise_mosaic(raw)
         with timer("pre_demosaic"):
