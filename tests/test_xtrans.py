@@ -1,8 +1,7 @@
-"""X-Trans (6x6 CFA) raws: pattern helpers, the synthetic X-Trans DNG fixture, and the clear refusal.
-
-nnraw does not convert X-Trans raws yet (issue #18): read_raw refuses them with a message naming the
-file, before any work. These tests pin the fixture (every one of the 36 phases, odd sizes, read back
-by rawpy with its 6x6 pattern) and the refusal, so the reading and the pre-demosaic can build on them.
+"""X-Trans (6x6 CFA) raws (issue #18): pattern helpers, the synthetic X-Trans DNG fixture (every one
+of the 36 phases, odd sizes), read_raw, the classic colour-difference demosaic, and `nnraw convert`
+through the real CLI (linear and CFA DNGs; no X-Trans network yet: the default model falls back to
+the classic demosaic and says so). Other non-Bayer sensors keep their refusal.
 """
 
 from __future__ import annotations
@@ -127,3 +126,101 @@ def test_a_6x6_cfa_that_is_not_xtrans_is_refused(tmp_path):
         (33421, 3, 2, [6, 6], True), (33422, 1, 36, bytes(code[c] for c in odd), True)])
     with pytest.raises(RawReadError, match=r"odd6\.dng: 6x6 CFA pattern .* is not an X-Trans layout"):
         read_raw(bad.path)
+
+
+# ------------------------------------------------------------------------------- `nnraw convert` (CLI)
+
+def _nnraw(*args):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "nnraw", *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=600)
+
+
+def _linear_image(path):
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0].pages[0]
+        return page.asarray(), {t.code: t.value for t in page.tags.values()}
+
+
+CLI_CASES = [((0, 0), (47, 71)), ((1, 4), (36, 37)), ((5, 3), (61, 49)), ((2, 5), (53, 60)), ((3, 1), (41, 43))]
+
+
+@pytest.mark.parametrize("phase,size", CLI_CASES, ids=[f"phase{p[0]}{p[1]}-{s[0]}x{s[1]}" for p, s in CLI_CASES])
+def test_cli_converts_xtrans_linear_and_cfa(tmp_path, phase, size):
+    import rawpy
+    import torch
+
+    from nnraw.encoding import pre_demosaic
+
+    src = write_xtrans_dng(tmp_path / "xt.dng", phase=phase, size=size, seed=phase[1])
+    lin, cfa_out = tmp_path / "lin.dng", tmp_path / "cfa.dng"
+    proc = _nnraw("convert", src.path, "--model", "none", "-o", lin)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    stored, tags = _linear_image(lin)
+    assert tags[262] == 34892 and stored.shape == (*size, 3)         # LinearRaw at the raw's full size
+    # the whole image's encoded-domain colour-difference demosaic (convert runs it in strips)
+    raw = read_raw(src.path)
+    whole = pre_demosaic(normalise(raw, whole=True), raw.pattern, torch.as_tensor(raw.wb, dtype=torch.float32))
+    expect = np.rint(np.clip(whole[0].permute(1, 2, 0).double().numpy(), 0, 1) * 65535)
+    assert np.abs(stored.astype(np.float64) - expect).max() <= 1
+    # sampled sites keep the mosaic
+    cmap = cfa.colour_map(src.pattern, *size)
+    sampled = np.take_along_axis(stored, cmap[..., None], axis=2)[..., 0] / 65535.0
+    np.testing.assert_allclose(sampled, (src.mosaic - 1024.0) / (src.white - 1024.0), atol=1.5 / 65535)
+
+    proc = _nnraw("convert", src.path, "--model", "none", "--output", "cfa", "-o", cfa_out)
+    assert proc.returncode == 0, proc.stderr
+    with rawpy.imread(str(cfa_out)) as r:
+        assert r.raw_pattern.shape == (6, 6)
+        desc = r.color_desc.decode()
+        assert "".join(desc[c] for c in np.array(r.raw_pattern).reshape(-1)) == src.pattern
+        assert r.raw_image_visible.shape == size
+        diff = np.abs(r.raw_image_visible.astype(np.int64) - src.mosaic.astype(np.int64))
+        assert diff.max() <= 1
+        assert list(r.black_level_per_channel) == [1024] * 4 and r.white_level == src.white
+
+
+def test_cli_default_model_on_xtrans_runs_the_classic_demosaic_and_says_so(tmp_path):
+    src = write_xtrans_dng(tmp_path / "fuji.dng", phase=(4, 2), size=(37, 55))
+    out, plain = tmp_path / "out.dng", tmp_path / "plain.dng"
+    proc = _nnraw("convert", src.path, "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "fuji.dng" in lines[0] and "X-Trans" in lines[0] and "not denoised" in lines[0], proc.stderr
+    assert _nnraw("convert", src.path, "--model", "none", "-o", plain).returncode == 0
+    assert np.array_equal(_linear_image(out)[0], _linear_image(plain)[0])
+    quiet = _nnraw("convert", src.path, "-o", tmp_path / "q.dng", "--quiet")
+    assert quiet.returncode == 0 and quiet.stderr.strip() == "" and quiet.stdout.strip() == ""
+
+
+def test_pre_demosaic_in_strips_equals_the_whole(tmp_path):
+    import torch
+
+    from nnraw.convert import pre_demosaic as stripped
+    from nnraw.encoding import pre_demosaic
+
+    src = write_xtrans_dng(tmp_path / "s.dng", phase=(2, 3), size=(59, 41))
+    raw = read_raw(src.path)
+    x = normalise(raw, whole=True)
+    whole = pre_demosaic(x, raw.pattern, torch.as_tensor(raw.wb, dtype=torch.float32))
+    for rows in (8, 10, 14, 512):
+        assert torch.equal(stripped(x, raw.pattern, raw.wb, rows_per_strip=rows), whole), rows
+
+
+@pytest.mark.skipif(__import__("shutil").which("exiftool") is None, reason="exiftool not installed")
+def test_exiftool_validates_both_xtrans_outputs(tmp_path):
+    import subprocess
+
+    src = write_xtrans_dng(tmp_path / "v.dng", phase=(1, 1), size=(43, 65))
+    for kind in ("linear", "cfa"):
+        out = tmp_path / f"{kind}.dng"
+        assert _nnraw("convert", src.path, "--model", "none", "--output", kind, "-o", out).returncode == 0
+        text = subprocess.run(["exiftool", "-validate", "-warning", "-a", str(out)], capture_output=True,
+                              text=True, timeout=120).stdout
+        assert "Validate                        : OK" in text and "Warning" not in text, text
