@@ -224,3 +224,22 @@ def test_exiftool_validates_both_xtrans_outputs(tmp_path):
         text = subprocess.run(["exiftool", "-validate", "-warning", "-a", str(out)], capture_output=True,
                               text=True, timeout=120).stdout
         assert "Validate                        : OK" in text and "Warning" not in text, text
+
+
+@pytest.mark.parametrize("phase", PHASES, ids=[f"phase{dy}{dx}" for dy, dx in PHASES])
+def test_every_phase_converts_linear_and_cfa(tmp_path, phase):
+    import rawpy
+
+    from nnraw.convert import convert_file
+
+    size = SIZES[(6 * phase[0] + phase[1] + 1) % len(SIZES)]
+    src = write_xtrans_dng(tmp_path / "p.dng", phase=phase, size=size, seed=phase[1])
+    lin = convert_file(src.path, tmp_path / "lin.dng", model="none", device="cpu")
+    assert lin.ok, lin.error
+    assert _linear_image(tmp_path / "lin.dng")[0].shape == (*size, 3)
+    out = convert_file(src.path, tmp_path / "cfa.dng", model="none", kind="cfa", device="cpu")
+    assert out.ok, out.error
+    with rawpy.imread(str(tmp_path / "cfa.dng")) as r:
+        desc = r.color_desc.decode()
+        assert "".join(desc[c] for c in np.array(r.raw_pattern).reshape(-1)) == src.pattern
+        assert np.abs(r.raw_image_visible.astype(np.int64) - src.mosaic.astype(np.int64)).max() <= 1
