@@ -243,3 +243,30 @@ def test_every_phase_converts_linear_and_cfa(tmp_path, phase):
         desc = r.color_desc.decode()
         assert "".join(desc[c] for c in np.array(r.raw_pattern).reshape(-1)) == src.pattern
         assert np.abs(r.raw_image_visible.astype(np.int64) - src.mosaic.astype(np.int64)).max() <= 1
+
+
+@pytest.mark.slow
+def test_darktable_42_develops_both_xtrans_outputs(tmp_path):
+    """darktable-cli 4.2 (host) develops the linear and the X-Trans CFA DNG: full size, grey patch neutral."""
+    import shutil
+    import subprocess
+
+    import tifffile
+
+    if shutil.which("darktable-cli") is None:
+        pytest.skip("darktable-cli is not installed on this host")
+    src = write_xtrans_dng(tmp_path / "dt.dng", phase=(3, 4), size=(181, 263))
+    for kind in ("linear", "cfa"):
+        out = tmp_path / f"{kind}.dng"
+        assert _nnraw("convert", src.path, "--model", "none", "--output", kind, "-o", out).returncode == 0
+        tif = tmp_path / f"{kind}-dt.tif"
+        proc = subprocess.run(["timeout", "300", "darktable-cli", str(out), str(tif), "--core", "--library", ":memory:",
+                               "--configdir", str(tmp_path / "dtconf"), "--conf", "write_sidecar_files=never"],
+                              capture_output=True, text=True, timeout=330)
+        assert tif.is_file(), proc.stdout + proc.stderr
+        img = tifffile.imread(tif).astype(np.float64)
+        y0, y1, x0, x1 = src.grey_box
+        grey = img[y0 + 3:y1 - 3, x0 + 3:x1 - 3, :3].reshape(-1, 3).mean(0)
+        print(kind, img.shape, "darktable grey patch", grey)
+        assert img.shape[:2] == (181, 263), img.shape
+        assert grey.min() > 0.1 * img.max() and grey.max() / grey.min() < 1.04, grey   # neutral, not magenta
