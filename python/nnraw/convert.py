@@ -7,7 +7,9 @@ The pipeline, one named and timed stage each (``ConvertResult.stages`` holds the
                   (the whole visible area; an odd height/width is mirrored to even here, keeping
                   the CFA phase, and cropped back after the network: every pixel is kept)
     pre_demosaic  encoding.pre_demosaic: white balanced, sRGB-encoded, edge-aware -> Tensor[1, 3, H, W]
-    network       infer.denoise_camera_rgb (skipped for --model none)           -> Tensor[1, 3, H, W]
+                  (X-Trans: nnraw.cfa.colour_difference_demosaic, any size, no padding)
+    network       infer.denoise_camera_rgb (skipped for --model none, and for X-Trans: no X-Trans
+                  network yet, the result's ``notes`` say so)                  -> Tensor[1, 3, H, W]
     render        preview.render_srgb: the DNG's sRGB preview (+ --preview/--compare)
     write_dng     dng.write_dng_file (linear) or dng.write_cfa_dng_file (--output cfa: Bayer, the
                   result sampled back at the source's CFA sites) into a temporary file beside the output
@@ -460,7 +462,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the DNG to write (one input only; default: <name>-nnraw.dng beside the raw)")
     parser.add_argument("--output", dest="kind", metavar="linear|cfa", type=_output_kind, action=_Once,
                         help="the kind of DNG: linear (default: demosaiced and denoised) or cfa (denoised, "
-                             "in the raw's own Bayer layout, for your editor's own demosaic)")
+                             "in the raw's own Bayer or X-Trans layout, for your editor's own demosaic)")
     parser.add_argument("--out-dir", metavar="DIR", help="folder for the outputs (default: beside each input)")
     parser.add_argument("-r", "--recursive", action="store_true", help="also look in sub-folders of folder inputs")
     parser.add_argument("--iso", type=float, metavar="N", help="ISO for the noise level (default: from the raw)")
