@@ -226,3 +226,58 @@ def flat_noise_std(image: np.ndarray, margin: int = 8) -> float:
     else:
         planes = [img[..., c] for c in range(img.shape[-1])]
     return float(np.mean([p.std() for p in planes]))
+
+
+def write_xtrans_dng(
+    path: Path,
+    *,
+    phase: tuple[int, int] = (0, 0),
+    size: tuple[int, int] = (47, 71),
+    black: int = 1024,
+    white: int = 16383,
+    neutral=(0.55, 1.0, 0.65),
+    make: str = "nnraw",
+    model: str = "Synthetic X-Trans",
+    colour_matrix: np.ndarray = CANON_550D_MATRIX,
+    seed: int = 0,
+) -> SyntheticRaw:
+    """Write an uncompressed uint16 X-Trans CFA DNG (CFARepeatPatternDim 6x6, 36-entry CFAPattern).
+
+    Args:
+        phase: (dy, dx) in 0..5: the stored image's top-left 6x6 block is Fujifilm's X-Trans layout
+            (nnraw.cfa.XTRANS) shifted by it, as a crop of a larger X-Trans image by (dy, dx) is.
+        size: (H, W) of the image; any size, odd ones included.
+        black: one black level for all positions (BlackLevel, BlackLevelRepeatDim 1x1).
+
+    The returned ``pattern`` is the 36-letter top-left block; ``black`` is [2, 2] of the one level.
+    LibRaw reads such files (raw_pattern is the 6x6 block) but its own postprocess fails on them.
+    """
+    from nnraw import cfa
+
+    neutral = np.asarray(neutral, dtype=np.float64) / neutral[1]
+    h, w = size
+    scene, box = synthetic_scene(h, w, neutral, seed)
+    pattern = cfa.shifted(cfa.XTRANS, *phase)
+    cmap = cfa.colour_map(pattern, h, w)
+    x = np.take_along_axis(scene, cmap[..., None], axis=2)[..., 0]
+    mosaic = np.rint(black + x * (white - black)).astype(np.uint16)
+    tags = [
+        (271, 2, 0, make, True),
+        (272, 2, 0, model, True),
+        (274, 3, 1, 1, True),
+        (33421, 3, 2, [6, 6], True),                                     # CFARepeatPatternDim
+        (33422, 1, 36, bytes(CFA_CODE[c] for c in pattern), True),      # CFAPattern
+        (50706, 1, 4, bytes((1, 4, 0, 0)), True),                        # DNGVersion
+        (50707, 1, 4, bytes((1, 1, 0, 0)), True),                        # DNGBackwardVersion
+        (50708, 2, 0, f"{make} {model}", True),                          # UniqueCameraModel
+        (50714, 4, 1, int(black), True),                                 # BlackLevel
+        (50717, 4, 1, int(white), True),                                 # WhiteLevel
+        (50721, 10, 9, _srational(colour_matrix), True),                 # ColorMatrix1
+        (50728, 5, 3, _srational(neutral), True),                        # AsShotNeutral
+        (50778, 3, 1, 21, True),                                         # CalibrationIlluminant1 D65
+    ]
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(mosaic, photometric=32803, subfiletype=0, extratags=sorted(tags), metadata=None, software=False)
+    return SyntheticRaw(path=Path(path), scene=scene, mosaic=mosaic, pattern=pattern,
+                        black=np.full((2, 2), float(black)), white=white, neutral=neutral, orientation=1,
+                        grey_box=box)

@@ -196,11 +196,12 @@ def test_every_exif_orientation_survives_libraw(tmp_path, orientation):
 XTRANS = [1, 1, 0, 1, 1, 2, 1, 1, 2, 1, 1, 0, 2, 0, 1, 0, 2, 1, 1, 1, 2, 1, 1, 0, 1, 1, 0, 1, 1, 2, 0, 2, 1, 2, 0, 1]
 
 
-def test_xtrans_is_refused(tmp_path):
+def test_xtrans_is_read_with_its_6x6_pattern(tmp_path):
+    # X-Trans is read since #18 (tests/test_xtrans.py covers every phase)
     src = write_bayer_dng(tmp_path / "xt.dng", size=(48, 72),
                           extra_tags=[(33421, 3, 2, [6, 6], True), (33422, 1, 36, bytes(XTRANS), True)])
-    with pytest.raises(RawReadError, match=r"xt\.dng: X-Trans \(6x6 CFA\) is not supported"):
-        read_raw(src.path)
+    raw = read_raw(src.path)
+    assert raw.pattern == "".join("RGB"[c] for c in XTRANS) and raw.black_levels.shape == (6, 6)
 
 
 def test_cygm_cfa_is_refused(tmp_path):

@@ -7,7 +7,9 @@ The pipeline, one named and timed stage each (``ConvertResult.stages`` holds the
                   (the whole visible area; an odd height/width is mirrored to even here, keeping
                   the CFA phase, and cropped back after the network: every pixel is kept)
     pre_demosaic  encoding.pre_demosaic: white balanced, sRGB-encoded, edge-aware -> Tensor[1, 3, H, W]
-    network       infer.denoise_camera_rgb (skipped for --model none)           -> Tensor[1, 3, H, W]
+                  (X-Trans: nnraw.cfa.colour_difference_demosaic, any size, no padding)
+    network       infer.denoise_camera_rgb (skipped for --model none, and for X-Trans: no X-Trans
+                  network yet, the result's ``notes`` say so)                  -> Tensor[1, 3, H, W]
     render        preview.render_srgb: the DNG's sRGB preview (+ --preview/--compare)
     write_dng     dng.write_dng_file (linear) or dng.write_cfa_dng_file (--output cfa: Bayer, the
                   result sampled back at the source's CFA sites) into a temporary file beside the output
@@ -68,11 +70,12 @@ class ConvertResult:
     model: str = "default"
     strength: float = 1.0
     kind: str = "linear"
+    notes: list[str] = dataclasses.field(default_factory=list)   # warnings for stderr (e.g. X-Trans without network)
 
     def as_json(self) -> dict:
         return {"input": self.input, "output": self.output, "ok": self.ok, "error": self.error,
                 "model": self.model, "strength": self.strength, "kind": self.kind,
-                "seconds": round(self.seconds, 4), "stages": {k: round(v, 4) for k, v in self.stages.items()}}
+                "notes": self.notes, "seconds": round(self.seconds, 4), "stages": {k: round(v, 4) for k, v in self.stages.items()}}
 
 
 # ----------------------------------------------------------------------------------------------- stages
@@ -95,7 +98,7 @@ def normalise_mosaic(raw) -> torch.Tensor:
 
     x = normalise(raw, whole=True)
     h, w = x.shape[-2:]
-    if h % 2 or w % 2:
+    if len(raw.pattern) == 2 * 2 and (h % 2 or w % 2):   # (X-Trans: any size, no padding)
         x = torch.nn.functional.pad(x, (0, w % 2, 0, h % 2), mode="reflect")
     return x
 
@@ -116,6 +119,7 @@ def pre_demosaic(mosaic: torch.Tensor, pattern: str, wb: np.ndarray, *, device: 
     Returns:
         Tensor[1, 3, H, W] float32 camera RGB on the CPU.
     """
+    from nnraw import cfa
     from nnraw.encoding import pre_demosaic as demosaic_encoded
 
     h, w = mosaic.shape[-2:]
@@ -128,7 +132,8 @@ def pre_demosaic(mosaic: torch.Tensor, pattern: str, wb: np.ndarray, *, device: 
         if b - a < 4:  # a sliver at the bottom: widen its context upwards
             a = max(0, b - 4)
         strip = mosaic[..., a:b, :].to(device)
-        rgb = demosaic_encoded(strip, pattern, gains, PRE_DEMOSAIC_DOMAIN)
+        # the strip's own top-left block (the same as ``pattern`` for Bayer: a is even)
+        rgb = demosaic_encoded(strip, cfa.shifted(pattern, a, 0), gains, PRE_DEMOSAIC_DOMAIN)
         out[..., y0:y1, :] = rgb[..., y0 - a:y1 - a, :].float().cpu()
     return out
 
@@ -301,6 +306,12 @@ def convert_file(
 
         with timer("read"):
             raw = read(input_path)
+        if len(raw.pattern) == 36 and model != "none" and strength != 0:
+            # no X-Trans network yet (#18): the classic demosaic alone, and say so
+            model = result.model = "none"
+            software = software_string(model, strength, kind)
+            result.notes.append(f"{input_path}: X-Trans raw: demosaiced with the classic X-Trans method, without "
+                                "the network (not denoised): nnraw has no X-Trans network yet")
         with timer("normalise"):
             mosaic = normalise_mosaic(raw)
         with timer("pre_demosaic"):
@@ -451,7 +462,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the DNG to write (one input only; default: <name>-nnraw.dng beside the raw)")
     parser.add_argument("--output", dest="kind", metavar="linear|cfa", type=_output_kind, action=_Once,
                         help="the kind of DNG: linear (default: demosaiced and denoised) or cfa (denoised, "
-                             "in the raw's own Bayer layout, for your editor's own demosaic)")
+                             "in the raw's own Bayer or X-Trans layout, for your editor's own demosaic)")
     parser.add_argument("--out-dir", metavar="DIR", help="folder for the outputs (default: beside each input)")
     parser.add_argument("-r", "--recursive", action="store_true", help="also look in sub-folders of folder inputs")
     parser.add_argument("--iso", type=float, metavar="N", help="ISO for the noise level (default: from the raw)")
@@ -513,6 +524,11 @@ class _Report:
             self.bar = tqdm(total=total, unit="file", file=sys.stderr, desc="nnraw convert", leave=False)
 
     def __call__(self, result: ConvertResult) -> None:
+        for note in result.notes if self.show else ():
+            if self.bar is not None:
+                self.bar.write(note, file=sys.stderr)
+            else:
+                print(note, file=sys.stderr, flush=True)
         if result.ok and self.show:
             line, stream = f"{result.input} -> {result.output} ({result.seconds:.1f} s)", sys.stdout
         elif not result.ok and self.show and self.batch:

@@ -102,9 +102,14 @@ def gains_like(wb: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 def site_gains(wb: torch.Tensor, pattern: str, mosaic: torch.Tensor) -> torch.Tensor:
     """Gains [3] or [N, 3] -> the gain of each site of ``mosaic`` [N, 1, H, W] with CFA ``pattern``."""
-    from nnraw.ops.demosaic import cfa_masks
+    if len(pattern) == 36:   # X-Trans (nnraw.cfa)
+        from nnraw import cfa
 
-    masks = cfa_masks(pattern, mosaic.shape[-2], mosaic.shape[-1], mosaic.device, mosaic.dtype)
+        masks = torch.from_numpy(cfa.masks(pattern, mosaic.shape[-2], mosaic.shape[-1])).to(mosaic.device, mosaic.dtype)
+    else:
+        from nnraw.ops.demosaic import cfa_masks
+
+        masks = cfa_masks(pattern, mosaic.shape[-2], mosaic.shape[-1], mosaic.device, mosaic.dtype)
     g = torch.as_tensor(wb, dtype=mosaic.dtype, device=mosaic.device).reshape(-1, 3, 1, 1)
     return (masks[None] * g).sum(1, keepdim=True)
 
@@ -116,9 +121,13 @@ def pre_demosaic(mosaic: torch.Tensor, pattern: str, wb: torch.Tensor, encoding:
     ``decode(.) / wb``. The sampled value of each site is kept (to rounding), so the round trip to the
     mosaic is exact within a DN. ``encoding="linear"`` is the seed system's linear-domain demosaic.
 
+    An X-Trans pattern (36 letters, nnraw.cfa) takes :func:`nnraw.cfa.colour_difference_demosaic`
+    instead of the Bayer op, the same way (white balanced and encoded; any H and W; local with a halo
+    of 3 pixels).
+
     Args:
-        mosaic: Tensor[N, 1, H, W] float, normalised (0 = black, 1 = white), H and W even.
-        pattern: CFA pattern of the top-left 2x2 block.
+        mosaic: Tensor[N, 1, H, W] float, normalised (0 = black, 1 = white), H and W even (Bayer).
+        pattern: CFA pattern of the top-left 2x2 block (or 6x6 X-Trans block).
         wb: Tensor[3] or [N, 3] as-shot gains (green 1).
     Returns:
         Tensor[N, 3, H, W] linear camera RGB, mosaic's dtype and device.
@@ -127,6 +136,11 @@ def pre_demosaic(mosaic: torch.Tensor, pattern: str, wb: torch.Tensor, encoding:
 
     _check(encoding)
     wb = torch.as_tensor(wb, dtype=mosaic.dtype, device=mosaic.device)
+    if len(pattern) == 36:
+        from nnraw.cfa import colour_difference_demosaic
+
+        e = colour_difference_demosaic(encode(mosaic * site_gains(wb, pattern, mosaic), encoding), pattern)
+        return decode(e, encoding) / gains_like(wb, e)
     if encoding == "linear":
         return edge_aware_demosaic(mosaic, pattern, wb.contiguous())
     ones = torch.ones(3, dtype=mosaic.dtype, device=mosaic.device)

@@ -257,27 +257,30 @@ def sample_cfa(rgb, pattern: str, black_levels, white_level: float, source: np.n
         arr = arr[0]
     if arr.ndim != 3 or arr.shape[0] != 3:
         raise ValueError(f"write_cfa_dng: rgb must have shape [1, 3, H, W] or [3, H, W], got {list(arr.shape)}")
-    if len(pattern) != 4 or sorted(pattern) != ["B", "G", "G", "R"]:
-        raise ValueError(f"write_cfa_dng: pattern must be a Bayer pattern like 'RGGB', got {pattern!r}")
-    black = np.asarray(black_levels, dtype=np.float64).reshape(2, 2)
+    n = 6 if len(pattern) == 36 else 2   # 2x2 Bayer or 6x6 X-Trans (nnraw.cfa)
+    if n == 2 and sorted(pattern) != ["B", "G", "G", "R"] or n == 6 and set(pattern) - set("RGB"):
+        raise ValueError(f"write_cfa_dng: pattern must be a Bayer pattern like 'RGGB' or 36 letters of an "
+                         f"X-Trans block, got {pattern!r}")
+    black = np.asarray(black_levels, dtype=np.float64)
+    black = black.reshape(n, n) if black.size == n * n else np.full((n, n), float(black.reshape(-1)[0]))
     white = float(white_level)
     if not (0 <= black.min() and black.max() < white <= 65535):
         raise ValueError(f"write_cfa_dng: need 0 <= black {black.tolist()} < white {white:g} <= 65535")
     h, w = arr.shape[1:]
     out = np.empty((h, w), np.uint16)
     for k, colour in enumerate(pattern):
-        dy, dx = divmod(k, 2)
+        dy, dx = divmod(k, n)
         b = black[dy, dx]
-        x = arr["RGB".index(colour), dy::2, dx::2].astype(np.float64)
-        out[dy::2, dx::2] = np.clip(np.rint(b + x * (white - b)), 0.0, white)
+        x = arr["RGB".index(colour), dy::n, dx::n].astype(np.float64)
+        out[dy::n, dx::n] = np.clip(np.rint(b + x * (white - b)), 0.0, white)
     if source is not None:
         if source.shape != (h, w):
             raise ValueError(f"write_cfa_dng: source mosaic {list(source.shape)} differs from the image {[h, w]}")
-        for dy in (0, 1):
-            for dx in (0, 1):
-                src = source[dy::2, dx::2]
+        for dy in range(n):
+            for dx in range(n):
+                src = source[dy::n, dx::n]
                 clipped = src >= black[dy, dx] + CLIPPED_FRACTION * (white - black[dy, dx])
-                out[dy::2, dx::2][clipped] = src[clipped]
+                out[dy::n, dx::n][clipped] = src[clipped]
     return out
 
 
@@ -298,8 +301,9 @@ def write_cfa_dng_file(path: str | Path, rgb, *, meta: DngMetadata, preview: np.
         meta: camera and colour metadata (as for the linear DNG; AsShotNeutral, matrices, orientation,
             default crop).
         preview: uint8 [h, w, 3] sRGB preview of the same (unrotated) image.
-        pattern: CFA colours of the top-left 2x2 block ("RGGB", "BGGR", "GRBG" or "GBRG").
-        black_levels: [2, 2] black level at each position of the 2x2 block (raw units).
+        pattern: CFA colours of the top-left 2x2 block ("RGGB", "BGGR", "GRBG" or "GBRG"), or the 36
+            letters of the top-left 6x6 block of an X-Trans raw (written as a 6x6 CFA DNG).
+        black_levels: [2, 2] (X-Trans [6, 6]) black level at each position of the block (raw units).
         white_level: saturation value (raw units, <= 65535).
         source: the raw's own mosaic [H, W]: clipped sites keep its values (see :func:`sample_cfa`).
     """
@@ -307,16 +311,19 @@ def write_cfa_dng_file(path: str | Path, rgb, *, meta: DngMetadata, preview: np.
 
     mosaic = sample_cfa(rgb, pattern, black_levels, white_level, source)
     h, w = mosaic.shape
+    n = 6 if len(pattern) == 36 else 2   # X-Trans: CFARepeatPatternDim 6x6, 36 CFAPattern and BlackLevel entries
+    black = np.asarray(black_levels, dtype=np.float64)
+    black = black.reshape(n, n) if black.size == n * n else np.full((n, n), float(black.reshape(-1)[0]))
     preview = np.ascontiguousarray(preview)
     if preview.dtype != np.uint8 or preview.ndim != 3 or preview.shape[2] != 3:
         raise ValueError(f"write_cfa_dng: preview must be uint8 [h, w, 3], got {preview.dtype} {list(preview.shape)}")
     image_tags = [
-        (33421, _SHORT, 2, [2, 2], True),                                       # CFARepeatPatternDim
-        (33422, _BYTE, 4, bytes(_CFA_CODE[c] for c in pattern), True),         # CFAPattern
+        (33421, _SHORT, 2, [n, n], True),                                       # CFARepeatPatternDim
+        (33422, _BYTE, n * n, bytes(_CFA_CODE[c] for c in pattern), True),     # CFAPattern
         (50710, _BYTE, 3, bytes((0, 1, 2)), True),                              # CFAPlaneColor
         (50711, _SHORT, 1, 1, True),                                            # CFALayout: rectangular
-        (50713, _SHORT, 2, [2, 2], True),                                       # BlackLevelRepeatDim
-        _level_tag(50714, black_levels),                                        # BlackLevel (2x2)
+        (50713, _SHORT, 2, [n, n], True),                                       # BlackLevelRepeatDim
+        _level_tag(50714, black),                                               # BlackLevel (n x n)
         _level_tag(50717, [white_level]),                                       # WhiteLevel
         *_crop_tags(meta, w, h),                                                # DefaultCropOrigin/Size
     ]

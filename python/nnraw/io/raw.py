@@ -14,9 +14,12 @@ expose them; for other formats LibRaw's built-in matrix (``rgb_xyz_matrix``, mea
 used. When neither exists (e.g. some old cameras) the sRGB primaries are assumed and
 ``RawImage.colour_matrix_source`` says so.
 
-Files that are not Bayer raws are refused with :class:`RawReadError`, whose message names the file
-and the reason: not a raw / corrupt / truncated, X-Trans (6x6 CFA), Foveon or other stacked sensors,
-monochrome, already demosaiced (linear) DNGs, and any CFA that is not a 2x2 R/G/G/B Bayer pattern.
+X-Trans (6x6 CFA) raws are read too, at any crop phase: ``pattern`` is then the 36-letter top-left
+6x6 block (nnraw.cfa), ``black_levels`` [6, 6] and ``mosaic`` whole 6x6 cells.
+
+Other files are refused with :class:`RawReadError`, whose message names the file and the reason:
+not a raw / corrupt / truncated, Foveon or other stacked sensors, monochrome, already demosaiced
+(linear) DNGs, and any CFA that is neither a 2x2 R/G/G/B Bayer pattern nor a 6x6 X-Trans layout.
 """
 
 from __future__ import annotations
@@ -67,8 +70,9 @@ class RawImage:
     Attributes:
         mosaic: uint16 [H, W], the visible area cropped to whole 2x2 CFA cells (H and W even; a view
             of ``visible``).
-        pattern: CFA colours of ``mosaic[:2, :2]`` read row by row: "RGGB", "BGGR", "GRBG" or "GBRG".
-        black_levels: float64 [2, 2], black level at each position of the 2x2 CFA block.
+        pattern: CFA colours of ``mosaic[:2, :2]`` read row by row: "RGGB", "BGGR", "GRBG" or "GBRG";
+            for an X-Trans raw the 36 letters of ``mosaic[:6, :6]`` (see :mod:`nnraw.cfa`).
+        black_levels: float64 [2, 2] (X-Trans: [6, 6]), black level at each position of the CFA block.
         white_level: saturation value (same scale as ``mosaic``).
         wb: float64 [3], as-shot white-balance gains (R, G, B) with G = 1.
         colour_matrix1, colour_matrix2: float64 [3, 3], XYZ -> camera RGB (DNG ColorMatrix convention);
@@ -199,6 +203,8 @@ def _dng_colour_tags(path: Path) -> dict:
                 dims, levels = _numbers(ptags[50713]), _numbers(ptags[50714])   # no BlackLevelDeltaH/V
                 if dims == [2, 2] and len(levels) == 4:
                     out["black_2x2"] = np.array(levels).reshape(2, 2)
+                elif dims == [6, 6] and len(levels) == 36:
+                    out["black_6x6"] = np.array(levels).reshape(6, 6)
                 elif dims == [1, 1] and len(levels) == 1:
                     out["black_2x2"] = np.full((2, 2), levels[0])
             if 50720 in ptags:
@@ -371,12 +377,14 @@ def read_raw(path: str | Path) -> RawImage:
                 )
             if raw_pattern is None or num_colors == 1:
                 raise RawReadError(path, f"monochrome sensor ({num_colors} colour channel): nnraw needs a Bayer mosaic")
-            if raw_pattern.shape == (6, 6):
-                raise RawReadError(path, "X-Trans (6x6 CFA) is not supported: nnraw needs a 2x2 Bayer mosaic")
-            if raw_pattern.shape != (2, 2):
-                raise RawReadError(path, f"CFA of shape {raw_pattern.shape} is not supported: nnraw needs a 2x2 Bayer mosaic")
+            if raw_pattern.shape not in ((2, 2), (6, 6)):
+                raise RawReadError(path, f"CFA of shape {raw_pattern.shape} is not supported: nnraw needs a 2x2 Bayer "
+                                         "or a 6x6 X-Trans mosaic")
+            n = raw_pattern.shape[0]   # the CFA's period: 2 (Bayer) or 6 (X-Trans)
             visible = np.array(r.raw_image_visible, dtype=np.uint16)
-            colours = np.array(r.raw_colors_visible[:2, :2])
+            if min(visible.shape) < max(4, n):
+                raise RawReadError(path, f"visible raw area {visible.shape} is too small (need at least {max(4, n)}x{max(4, n)})")
+            colours = np.array(r.raw_colors_visible[:n, :n])
             margins = (int(r.sizes.top_margin), int(r.sizes.left_margin))
             own_active_area = False
             if "active_area" in tags:
@@ -389,8 +397,8 @@ def read_raw(path: str | Path) -> RawImage:
                 if (0 <= top < bottom <= full.shape[0] and 0 <= left < right <= full.shape[1]
                         and (top, left, bottom - top, right - left) != (*margins, *visible.shape)):
                     visible = np.array(full[top:bottom, left:right], dtype=np.uint16)
-                    colours = np.array([[colours[(top + dy - margins[0]) % 2, (left + dx - margins[1]) % 2]
-                                         for dx in (0, 1)] for dy in (0, 1)])
+                    colours = np.array([[colours[(top + dy - margins[0]) % n, (left + dx - margins[1]) % n]
+                                         for dx in range(n)] for dy in range(n)])
                     own_active_area = True
                 del full
             black_per_channel = np.array(r.black_level_per_channel, dtype=np.float64)
@@ -406,14 +414,22 @@ def read_raw(path: str | Path) -> RawImage:
         raise (_not_a_raw(path, exc) or _map_libraw_error(path, exc)) from exc
 
     pattern = "".join(color_desc[int(c)] for c in colours.reshape(-1))
-    if sorted(pattern) != ["B", "G", "G", "R"]:
+    if n == 6:
+        from nnraw import cfa
+
+        if set(pattern) - set("RGB") or not cfa.is_xtrans(pattern):
+            raise RawReadError(path, f"6x6 CFA pattern {pattern!r} (colours {color_desc!r}) is not an X-Trans "
+                                     "layout: nnraw reads 2x2 Bayer and 6x6 X-Trans mosaics")
+    elif sorted(pattern) != ["B", "G", "G", "R"]:
         raise RawReadError(path, f"CFA pattern {pattern!r} (colours {color_desc!r}) is not an R/G/G/B Bayer pattern")
     if visible.ndim != 2 or min(visible.shape) < 4:
         raise RawReadError(path, f"visible raw area {visible.shape} is too small (need at least 4x4)")
-    h, w = visible.shape[0] // 2 * 2, visible.shape[1] // 2 * 2
-    mosaic = visible[:h, :w]   # whole 2x2 cells (a view) for the statistics code; convert uses `visible`
-    black_levels = black_per_channel[colours]
-    if own_active_area and "black_2x2" in tags:
+    h, w = visible.shape[0] // n * n, visible.shape[1] // n * n
+    mosaic = visible[:h, :w]   # whole CFA cells (a view) for the statistics code; convert uses `visible`
+    black_levels = black_per_channel[colours]   # [n, n]: the black level at each position of the block
+    if n == 6 and "black_6x6" in tags:   # a DNG's own 6x6 BlackLevel (relative to its ActiveArea)
+        black_levels = tags["black_6x6"]
+    if own_active_area and n == 2 and "black_2x2" in tags:
         # LibRaw also lays a 2x2 BlackLevel out from its moved origin; the DNG's is relative to the
         # ActiveArea's (ours)
         black_levels = tags["black_2x2"]
@@ -503,14 +519,16 @@ def normalise(raw: RawImage, *, whole: bool = False) -> torch.Tensor:
     src = getattr(raw, "visible", None) if whole else None
     src = raw.mosaic if src is None else src
     h, w = src.shape
-    levels = np.asarray(raw.black_levels, dtype=np.float64).reshape(2, 2)
+    levels = np.asarray(raw.black_levels, dtype=np.float64)
+    n = 6 if levels.size == 36 else 2   # per position of the 2x2 (Bayer) or 6x6 (X-Trans) block
+    levels = levels.reshape(n, n)
     black = levels.astype(np.float32)
     scale = (1.0 / (raw.white_level - levels)).astype(np.float32)
     out = np.empty((h, w), np.float32)
-    for dy in (0, 1):
-        for dx in (0, 1):
-            plane = src[dy::2, dx::2].astype(np.float32)
+    for dy in range(n):
+        for dx in range(n):
+            plane = src[dy::n, dx::n].astype(np.float32)
             plane -= black[dy, dx]
             plane *= scale[dy, dx]
-            out[dy::2, dx::2] = plane
+            out[dy::n, dx::n] = plane
     return torch.from_numpy(out)[None, None]

@@ -254,6 +254,8 @@ def _read_flat_mosaic(path: Path) -> FlatMosaic:
         raw = read_raw(path)
     except RawReadError as exc:
         raise ValueError(f"nnraw profile: cannot read {path} as a raw file: {exc.reason}") from exc
+    if len(raw.pattern) == 36:   # read_raw reads X-Trans since #18; this path is Bayer-only
+        raise ValueError(f"nnraw profile: {path}: X-Trans (6x6 CFA) raws are not supported here yet (Bayer only)")
     data = raw.mosaic.astype(np.float64)
     h, w = data.shape
     black_map = np.tile(np.asarray(raw.black_levels, np.float64), (h // 2, w // 2))

@@ -228,6 +228,8 @@ def clean_from_raw(path: Path) -> tuple[np.ndarray, np.ndarray]:
             raw = read_raw(path)
         except RawReadError as exc:
             raise ValueError(f"nnraw dataset build: cannot read {path} as a raw file: {exc.reason}") from exc
+        if len(raw.pattern) == 36:   # read_raw reads X-Trans since #18; this path is Bayer-only
+            raise ValueError(f"nnraw dataset build: {path}: X-Trans (6x6 CFA) raws are not supported here yet (Bayer only)")
         data, pattern = raw.mosaic.astype(np.float64), raw.pattern
         h, w = data.shape
         black = np.tile(np.asarray(raw.black_levels, np.float64), (h // 2, w // 2))
