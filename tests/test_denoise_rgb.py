@@ -259,12 +259,13 @@ def test_bayer_resampling_is_the_mean_of_four_pre_demosaics():
 
 
 def test_gimp_call_path_with_an_untrained_default(tmp_path, monkeypatch):
-    """The GIMP plug-in's exact command line, through nnraw.models, with an untrained default (its last
-    layer starts at zero: the identity) saved to a temporary weights folder; odd image size too."""
+    """The GIMP plug-in's exact command line, through nnraw.models, with an untrained network (its last
+    layer starts at zero: the identity) saved as `fast` (what denoise-rgb runs for `default`: an RGB image
+    has no mosaic for the joint default) to a temporary weights folder; odd image size too."""
     from nnraw import models
     config = {"architecture": "half_res_residual", "params": {"channels": 8, "depth": 3}}
     monkeypatch.setattr(models, "WEIGHTS_DIR", tmp_path / "weights")
-    models.save_model(models.build_model(config), config, "default", dtype=torch.float32)
+    models.save_model(models.build_model(config), config, "fast", dtype=torch.float32)
     src, dst = tmp_path / "in.tif", tmp_path / "out.tif"
     img = _rand((45, 61, 3), 6)
     tifffile.imwrite(src, img, photometric="rgb")
