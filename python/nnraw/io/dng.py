@@ -240,6 +240,12 @@ def _crop_tags(meta: DngMetadata, w: int, h: int) -> list[tuple]:
 CLIPPED_FRACTION = 0.999
 
 
+def _black_block(black_levels, n: int) -> np.ndarray:
+    """float64 [n, n]: the black level at each position of the n x n CFA block (one level repeated)."""
+    black = np.asarray(black_levels, dtype=np.float64)
+    return black.reshape(n, n) if black.size == n * n else np.full((n, n), float(black.reshape(-1)[0]))
+
+
 def sample_cfa(rgb, pattern: str, black_levels, white_level: float, source: np.ndarray | None = None) -> np.ndarray:
     """Camera RGB [1, 3, H, W] (0 = black, 1 = white) -> uint16 [H, W] Bayer mosaic in raw units.
 
@@ -261,8 +267,7 @@ def sample_cfa(rgb, pattern: str, black_levels, white_level: float, source: np.n
     if n == 2 and sorted(pattern) != ["B", "G", "G", "R"] or n == 6 and set(pattern) - set("RGB"):
         raise ValueError(f"write_cfa_dng: pattern must be a Bayer pattern like 'RGGB' or 36 letters of an "
                          f"X-Trans block, got {pattern!r}")
-    black = np.asarray(black_levels, dtype=np.float64)
-    black = black.reshape(n, n) if black.size == n * n else np.full((n, n), float(black.reshape(-1)[0]))
+    black = _black_block(black_levels, n)
     white = float(white_level)
     if not (0 <= black.min() and black.max() < white <= 65535):
         raise ValueError(f"write_cfa_dng: need 0 <= black {black.tolist()} < white {white:g} <= 65535")
@@ -312,8 +317,7 @@ def write_cfa_dng_file(path: str | Path, rgb, *, meta: DngMetadata, preview: np.
     mosaic = sample_cfa(rgb, pattern, black_levels, white_level, source)
     h, w = mosaic.shape
     n = 6 if len(pattern) == 36 else 2   # X-Trans: CFARepeatPatternDim 6x6, 36 CFAPattern and BlackLevel entries
-    black = np.asarray(black_levels, dtype=np.float64)
-    black = black.reshape(n, n) if black.size == n * n else np.full((n, n), float(black.reshape(-1)[0]))
+    black = _black_block(black_levels, n)
     preview = np.ascontiguousarray(preview)
     if preview.dtype != np.uint8 or preview.ndim != 3 or preview.shape[2] != 3:
         raise ValueError(f"write_cfa_dng: preview must be uint8 [h, w, 3], got {preview.dtype} {list(preview.shape)}")

@@ -129,6 +129,12 @@ class NoiseProfile:
         return NoiseProfile(tuple(v * gain for v in self.a), tuple(v * gain * gain for v in self.b),
                             self.name)
 
+    def noise_times(self, k: float) -> "NoiseProfile":
+        """The profile with its noise std multiplied by ``k`` at every level (a and b x k^2): how a
+        mis-calibrated profile misleads a network."""
+        k2 = float(k) ** 2
+        return NoiseProfile(tuple(k2 * v for v in self.a), tuple(k2 * v for v in self.b), self.name)
+
     # --- files ----------------------------------------------------------------------------------
     def to_json(self) -> dict:
         return {"format": _FORMAT, "version": 1, "name": self.name,

@@ -186,14 +186,11 @@ def network(model, pre: torch.Tensor, wb, level: str, *, pattern: str = "RGGB", 
     noise profile, the image's white balance and CFA pattern, reflect-padded tiles) -> camera RGB [3, H, W].
     ``profile_scale`` k tells the network a wrong profile: noise std x k (a and b x k^2), as a
     mis-calibrated camera profile would."""
-    import dataclasses
-
     from nnraw.infer import denoise_camera_rgb
 
     prof = level_profile(level)
     if profile_scale != 1.0:
-        k2 = float(profile_scale) ** 2
-        prof = dataclasses.replace(prof, a=tuple(k2 * v for v in prof.a), b=tuple(k2 * v for v in prof.b))
+        prof = prof.noise_times(profile_scale)
     out = denoise_camera_rgb(pre[None].contiguous(), model=model, profile=prof, pattern=pattern,
                              wb=np.asarray(wb, dtype=np.float32), device="cpu", **kw)
     return out[0]
