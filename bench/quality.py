@@ -245,13 +245,14 @@ def speed(tile: int = 1024, tiles: int = 2, threads: int = 2) -> str:
     import demosaicnet
 
     from nnraw.models import load_model
+    from nnraw.models.bayer_joint import bind_pattern
 
     torch.set_num_threads(threads)
     lines = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         dnet = demosaicnet.BayerDemosaick(pretrained=True).eval()
-    model = load_model("default")
+    model = bind_pattern(load_model("default"), "RGGB")    # the joint default needs the CFA pattern
     h = model.halo
     x = torch.rand(1, 3, tile + 2 * h, tile + 2 * h)
     m3 = torch.rand(1, 3, tile + 2 * 48, tile + 2 * 48)

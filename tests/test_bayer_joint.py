@@ -323,6 +323,33 @@ def test_noise_mix_ranges_and_low_noise_crops():
         draw_noise_mix(4, g, {"a_rnage": [1e-5, 1e-3]})
 
 
+def test_dark_crops_and_jittered_noise_maps():
+    """darken scales a fraction of the crops by lo..hi (the rest untouched); jitter_sigma likewise the
+    noise map only; the validation batches get neither (they go through BatchSource.make, not next)."""
+    from nnraw.training.finetune import darken, jitter_sigma
+    from nnraw.training import train as T
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2000, 3, 4, 4, generator=g) + 0.1
+    ratio = darken(x, g, 0.25, 1 / 16, 1.0) / x
+    assert torch.allclose(ratio.amax((1, 2, 3)), ratio.amin((1, 2, 3)), rtol=1e-5)   # one factor per crop
+    k = ratio[:, 0, 0, 0]
+    changed = k < 1 - 1e-6
+    assert 0.2 < changed.float().mean() < 0.3 and k.min() >= 1 / 16 * 0.999 and k.max() <= 1.0 + 1e-6
+    assert k[changed].median() < 0.35                # log-uniform over 1/16..1: median 1/4
+    j = (jitter_sigma(x, g, 0.5, 0.5, 3.0) / x)[:, 0, 0, 0]
+    moved = (j - 1).abs() > 1e-6
+    assert 0.45 < moved.float().mean() < 0.55 and j.min() >= 0.5 * 0.999 and j.max() <= 3.0 * 1.001
+    assert (j < 1).any() and (j > 1).any()
+    cfg = _joint_config(steps=1)
+    assert cfg["data"]["dark_fraction"] > 0 and cfg["data"]["sigma_jitter_fraction"] > 0   # configs/joint.toml uses both
+    net = build_model({**SMALL, "params": {"width": 8, "depth": 3}})
+    val = T.validation_set(cfg, net, 7, dataset_factory=_Crops)["nvidia"]
+    cfg["data"]["dark_fraction"] = cfg["data"]["sigma_jitter_fraction"] = 0
+    plain = T.validation_set(cfg, net, 7, dataset_factory=_Crops)["nvidia"]
+    assert torch.equal(val["sigma"], plain["sigma"]) and torch.equal(val["target"], plain["target"])
+
+
 def test_hard_crops_replace_the_last_ones_with_the_hardest():
     from nnraw.training.finetune import demosaic_hardness, with_hard_crops
 

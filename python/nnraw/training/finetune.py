@@ -81,3 +81,31 @@ def with_hard_crops(source, clean: torch.Tensor, wb: torch.Tensor, hard: int, ca
     clean, wb = clean.clone(), wb.clone()
     clean[n - hard:], wb[n - hard:] = c[pick].to(clean.dtype), w[pick].to(wb.dtype)
     return clean, wb
+
+
+def _per_crop_factor(n: int, generator: torch.Generator, fraction: float, lo: float, hi: float) -> torch.Tensor:
+    """Tensor[N] float32: 1 for most crops, log-uniform in [lo, hi] for a ``fraction`` of them."""
+    f = _log_uniform(n, lo, hi, generator)
+    pick = torch.rand(n, generator=generator, dtype=torch.float64) < float(fraction)
+    return torch.where(pick, f, torch.ones_like(f)).float()
+
+
+def darken(clean: torch.Tensor, generator: torch.Generator, fraction: float, lo: float, hi: float) -> torch.Tensor:
+    """A ``fraction`` of the crops exposed ``lo``..``hi`` times as much (log-uniform), before the noise.
+
+    The training photos are well exposed; the raws that need denoising most are not (night scenes,
+    pushed shadows). Under the same profile a darker scene has a lower signal-to-noise ratio and, in
+    the sRGB-encoded domain the network works in, its noise is stretched by the curve's steep foot:
+    without such crops the network met dark noisy areas only in the tests, and left a green
+    checkerboard there (tests/test_artifacts.py)."""
+    k = _per_crop_factor(clean.shape[0], generator, fraction, lo, hi)
+    return clean * k.to(clean.dtype)[:, None, None, None]
+
+
+def jitter_sigma(sigma: torch.Tensor, generator: torch.Generator, fraction: float, lo: float, hi: float) -> torch.Tensor:
+    """The noise map of a ``fraction`` of the crops scaled by a log-uniform ``lo``..``hi``, the noise
+    itself left as drawn: real profiles are often off (issue #17 asks for robustness to the profile's
+    std x0.5 and x3), and a network that only ever saw exact maps extrapolated wildly from a wrong one
+    (casts to -15 % at x3)."""
+    k = _per_crop_factor(sigma.shape[0], generator, fraction, lo, hi)
+    return sigma * k.to(sigma.dtype)[:, None, None, None]

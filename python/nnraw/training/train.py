@@ -293,7 +293,17 @@ class BatchSource:
             profiles = draw_noise_mix(self.batch, self.generator, d.get("noise_mix", {}))
         else:
             profiles = "random" if d["noise"] == "random" else level_profile(d["noise"])
-        return self.make(clean, wb, profiles, d["pattern"])
+        if d.get("dark_fraction"):          # configs/joint.toml from step 23400: under-exposed crops
+            from nnraw.training.finetune import darken
+
+            clean = darken(clean, self.generator, d["dark_fraction"], *d.get("dark_range", [1 / 16, 1]))
+        batch = self.make(clean, wb, profiles, d["pattern"])
+        if d.get("sigma_jitter_fraction"):  # a wrong profile's noise map (the noise itself as drawn)
+            from nnraw.training.finetune import jitter_sigma
+
+            batch["sigma"] = jitter_sigma(batch["sigma"], self.generator, d["sigma_jitter_fraction"],
+                                          *d.get("sigma_jitter_range", [0.5, 3.0]))
+        return batch
 
 
 def validation_set(cfg: dict, model: nn.Module, seed: int, data_dir: str | None = None,
