@@ -150,6 +150,8 @@ def main() -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     ap.add_argument("--skip-demosaicnet", action="store_true")
+    ap.add_argument("--precision", choices=("auto", "float32"), default="auto",
+                    help="the network's precision (nnraw.infer.PRECISIONS; auto = bfloat16 trunk on AVX512_BF16 CPUs)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
     h, w = (int(v) for v in args.size.lower().split("x"))
@@ -193,7 +195,7 @@ def main() -> int:
 
             prof, _ = choose_noise_profile(raw=raw, iso=800)
             sigma = lambda t: prof.sigma_map(t.clamp(0.0, 1.0))  # noqa: E731
-        rgb = stage("network", run_tiled, model, plain, sigma, tile=args.tile, device=dev)
+        rgb = stage("network", run_tiled, model, plain, sigma, tile=args.tile, device=dev, precision=args.precision)
         crop = plain[..., :2048, :2048].clone() if dev.type == "cuda" else None
         del plain
         embedded = stage("render", convert.render_preview, rgb, raw, orient=False, max_size=convert.PREVIEW_MAX_SIZE)
@@ -212,14 +214,15 @@ def main() -> int:
         "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         "machine": f"{platform.processor() or platform.machine()}, {cpu_threads()} cores visible, torch {torch.__version__}",
         "threads": threads, "device": str(dev), "image": f"{h}x{w} ({h * w / 1e6:.1f} MP)",
-        "model": model_label, "tile": args.tile, "compiled_ops": HAVE_COMPILED,
+        "model": model_label, "tile": args.tile, "compiled_ops": HAVE_COMPILED, "precision": args.precision,
+        "bfloat16_trunk": any(getattr(m, "trunk_bfloat16", False) for m in model.modules()),
         "stages_s": {k: round(v, 3) for k, v in stages.items()}, "end_to_end_s": round(total, 2),
         "peak_rss_mb": round(rss_peak), "rss_before_pipeline_mb": round(rss_start),
         "network_gmac": round(macs / 1e9, 1), "network_gflops": round(net_flops / 1e9, 1),
         "matmul_gflops": round(mm / 1e9, 1), "network_vs_matmul": round(net_flops / mm, 3),
     }
     if crop is not None:  # reduced precision: PSNR against float32 on a 2048x2048 crop of the image
-        ref = run_tiled(model, crop, sigma, tile=args.tile, device=dev)
+        ref = run_tiled(model, crop, sigma, tile=args.tile, device=dev, precision="float32")
         for precision in ("float16", "bfloat16"):
             torch.cuda.synchronize()
             t = time.perf_counter()

@@ -193,7 +193,7 @@ def test_errors_name_the_op_and_values():
         run_tiled(NoiseResidualNet(), torch.rand(1, 3, 20, 20), torch.rand(1, 3, 20, 21), device="cpu")
     with pytest.raises(ValueError, match="precision 'float16' is only offered on CUDA"):
         run_tiled(model, torch.rand(1, 3, 20, 20), device="cpu", precision="float16")
-    with pytest.raises(ValueError, match="precision must be one of float32, float16, bfloat16, got 'fp8'"):
+    with pytest.raises(ValueError, match="precision must be one of auto, float32, float16, bfloat16, got 'fp8'"):
         run_tiled(model, torch.rand(1, 3, 20, 20), device="cpu", precision="fp8")
 
     class OddHalo(TwoLayerNet):

@@ -65,7 +65,29 @@ DEFAULT_TILE = 1024
 ~13 % to ~6 % for the default model (halo 16) and 24 MP runs ~20 % faster on CPU; the default model's
 activations for one tile stay ~53 MB each (half resolution, 48 channels)."""
 
-PRECISIONS = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
+PRECISIONS = {"auto": None, "float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
+"""``auto`` is float32, except on a CPU with AVX512_BF16 (:func:`cpu_has_fast_bfloat16`) for networks
+with a ``trunk_bfloat16`` switch (nnraw.models.bayer_joint: its half-resolution trunk in bfloat16,
+2.5x faster there, held-out PSNR within 0.05 dB, docs/BENCHMARKS.md). Elsewhere bfloat16 convolutions
+ran 9x slower than float32 (AVX2 only), so it stays off. ``float32`` is float32 throughout."""
+
+
+def cpu_has_fast_bfloat16() -> bool:
+    """Whether this CPU has AVX512_BF16 (Linux: /proc/cpuinfo's flags), read at run time: the wheels
+    are the same on every machine, and the development CPUs differ."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            return any(line.startswith("flags") and " avx512_bf16" in line for line in f)
+    except OSError:
+        return False
+
+
+def _set_trunk_precision(model: nn.Module, precision: str, dev: torch.device) -> None:
+    """Switch the bfloat16 trunk of every submodule that has one on or off for this run."""
+    on = precision == "auto" and dev.type == "cpu" and cpu_has_fast_bfloat16()
+    for m in model.modules():
+        if hasattr(m, "trunk_bfloat16"):
+            m.trunk_bfloat16 = on
 
 
 # --------------------------------------------------------------------------------------------------
@@ -120,7 +142,7 @@ def _call_model(model: nn.Module, x: torch.Tensor, s: torch.Tensor | None, condi
 
 
 def forward_whole(model: nn.Module, rgb: torch.Tensor, sigma: SigmaArg = None, *,
-                  channels_last: bool = True) -> torch.Tensor:
+                  channels_last: bool = True, precision: str = "auto") -> torch.Tensor:
     """The whole-image computation that :func:`run_tiled` reproduces (needs memory for the whole image).
 
     Args:
@@ -128,6 +150,7 @@ def forward_whole(model: nn.Module, rgb: torch.Tensor, sigma: SigmaArg = None, *
         rgb: Tensor[N, 3, H, W] float32.
         sigma: None, Tensor[N, 3, H, W], or a pointwise function of the padded image.
         channels_last: run in channels_last memory format (as run_tiled does by default).
+        precision: "auto" or "float32" (:data:`PRECISIONS`; the CPU's, as run_tiled decides it).
 
     Returns:
         Tensor[N, 3, H, W] float32.
@@ -135,6 +158,9 @@ def forward_whole(model: nn.Module, rgb: torch.Tensor, sigma: SigmaArg = None, *
     halo = model_halo(model)
     _check_image(rgb, halo)
     _check_sigma(sigma, rgb, model)
+    if precision not in ("auto", "float32"):
+        raise ValueError(f"forward_whole: precision must be auto or float32, got {precision!r}")
+    _set_trunk_precision(model, precision, rgb.device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model.to(memory_format=fmt)
     with torch.inference_mode():
@@ -259,7 +285,7 @@ def run_tiled(
     batch: int | None = None,
     device: str | torch.device | None = None,
     out: torch.Tensor | None = None,
-    precision: str = "float32",
+    precision: str = "auto",
     compile: bool = False,
     channels_last: bool = True,
     threads: int | None = None,
@@ -277,7 +303,8 @@ def run_tiled(
         batch: tiles per forward pass (default 1 on CPU, 4 on CUDA).
         device: "cpu", "cuda[:k]", or None/"auto" (CUDA when available).
         out: optional preallocated Tensor[N, 3, H, W] float32 on ``rgb``'s device to write into.
-        precision: "float32", or on CUDA "float16"/"bfloat16" (autocast; output stays float32).
+        precision: "auto" (float32, with the bfloat16 trunk of :data:`PRECISIONS` where the CPU has
+            AVX512_BF16), "float32", or on CUDA "float16"/"bfloat16" (autocast; output stays float32).
         compile: wrap the model in ``torch.compile`` (all tiles have one shape, so it compiles once).
         channels_last: run in channels_last memory format.
         threads: CPU threads for torch (default: all cores of this process's affinity mask).
@@ -293,7 +320,8 @@ def run_tiled(
     if precision not in PRECISIONS:
         raise ValueError(f"{_OP}: precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if PRECISIONS[precision] is not None and dev.type != "cuda":
-        raise ValueError(f"{_OP}: precision {precision!r} is only offered on CUDA; on {dev} use float32")
+        raise ValueError(f"{_OP}: precision {precision!r} is only offered on CUDA; on {dev} use auto or float32")
+    _set_trunk_precision(model, precision, dev)
     if batch is None:
         batch = 4 if dev.type == "cuda" else 1
     if batch < 1:
@@ -512,7 +540,7 @@ def denoise_camera_rgb(
     strength: float = 1.0,
     tile: int = DEFAULT_TILE,
     batch: int | None = None,
-    precision: str = "float32",
+    precision: str = "auto",
     compile: bool = False,
     progress: Callable[[int, int], None] | None = None,
     pattern: str | None = None,
