@@ -22,6 +22,7 @@ from torch import nn
 from nnraw.models.bayer_joint import BayerJointDenoiser
 from nnraw.models.half_res_residual import HalfResResidualDenoiser
 from nnraw.models.reference import ReferenceDenoiser
+from nnraw.models.xtrans_joint import XTransJointDenoiser
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_MODEL = "default"
@@ -29,10 +30,11 @@ ARCHITECTURES: dict[str, type[nn.Module]] = {
     "reference": ReferenceDenoiser,
     "half_res_residual": HalfResResidualDenoiser,
     "bayer_joint": BayerJointDenoiser,
+    "xtrans_joint": XTransJointDenoiser,
 }
 
 __all__ = ["ARCHITECTURES", "DEFAULT_MODEL", "WEIGHTS_DIR", "BayerJointDenoiser", "HalfResResidualDenoiser",
-           "ReferenceDenoiser", "available_models", "build_model", "load_model", "save_model"]
+           "ReferenceDenoiser", "XTransJointDenoiser", "available_models", "build_model", "load_model", "save_model"]
 
 
 def build_model(config: dict) -> nn.Module:
@@ -124,7 +126,7 @@ def macs_per_pixel(model: nn.Module) -> float:
     if getattr(model, "needs_pattern", False):   # re-samples the mosaic: any one CFA phase costs the same
         from nnraw.models.bayer_joint import bind_pattern
 
-        model = bind_pattern(model, "RGGB")
+        model = bind_pattern(model, getattr(model, "example_pattern", "RGGB"))
     halo = int(getattr(model, "halo", 0))
     device = next(model.parameters()).device   # "meta" (shapes only, no arithmetic) is the quick way
     hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]

@@ -191,7 +191,7 @@ def bind_pattern(net: nn.Module, pattern) -> nn.Module:
 
 # --- demosaicnet's published weights (training-time only) -----------------------------------------
 
-DEMOSAICNET_WEIGHTS = {"bayer": "bayer.pth"}
+DEMOSAICNET_WEIGHTS = {"bayer": "bayer.pth", "xtrans": "xtrans.pth"}
 
 
 def demosaicnet_weights_path(variant: str = "bayer"):
@@ -212,24 +212,35 @@ def demosaicnet_weights_path(variant: str = "bayer"):
     return path
 
 
-def map_demosaicnet_state(dmn: dict, target: dict) -> dict:
-    """demosaicnet.BayerDemosaick's state dict -> a BayerJointDenoiser's.
-
-    ``target`` is the new network's own state dict: the parameters demosaicnet has no counterpart for
-    (the noise half of conv1's weights; the PReLU slopes) keep its values (zero / prelu_init).
-    """
-    out = {k: v.clone() for k, v in target.items()}
-    depth = sum(1 for k in out if k.startswith("convs.") and k.endswith(".weight"))
+def bayer_demosaicnet_names(depth: int) -> dict[str, str]:
+    """demosaicnet.BayerDemosaick's parameter prefixes -> a BayerJointDenoiser's."""
     names = {"main_processor.pack_mosaic": "pack", "residual_predictor": "residual_predictor",
              "upsampler": "upsampler", "fullres_processor.post_conv": "post_conv",
              "fullres_processor.output": "output"}
     names.update({f"main_processor.conv{i + 1}": f"convs.{i}" for i in range(depth)})
+    return names
+
+
+BayerJointDenoiser.demosaicnet_names = staticmethod(bayer_demosaicnet_names)
+
+
+def map_demosaicnet_state(dmn: dict, target: dict, names=None) -> dict:
+    """demosaicnet's state dict -> a BayerJointDenoiser's (or, with ``names`` =
+    ``XTransJointDenoiser.demosaicnet_names``, an XTransJointDenoiser's from XTransDemosaick's).
+
+    ``target`` is the new network's own state dict: the parameters demosaicnet has no counterpart for
+    (the noise part of conv1's weights; the PReLU slopes) keep its values (zero / prelu_init).
+    """
+    out = {k: v.clone() for k, v in target.items()}
+    depth = sum(1 for k in out if k.startswith("convs.") and k.endswith(".weight"))
+    names = (names or bayer_demosaicnet_names)(depth)
     used = set()
     for src, dst in names.items():
         for kind in ("weight", "bias"):
             s, d = f"{src}.{kind}", f"{dst}.{kind}"
             if s not in dmn:
-                raise KeyError(f"nnraw: demosaicnet weights lack {s}")
+                raise KeyError(f"nnraw: demosaicnet weights lack {s} (are they for another network: "
+                               "demosaicnet:bayer for bayer_joint, demosaicnet:xtrans for xtrans_joint?)")
             v = dmn[s].to(out[d].dtype)
             if d == "convs.0.weight":
                 out[d][:, :v.shape[1]] = v          # the mosaic half; the noise half stays as it is
@@ -246,7 +257,13 @@ def map_demosaicnet_state(dmn: dict, target: dict) -> dict:
 
 
 def demosaicnet_state(model: nn.Module, source: str = "demosaicnet:bayer") -> dict:
-    """``model``'s state dict with demosaicnet's published weights in place ("demosaicnet:bayer")."""
+    """``model``'s state dict with demosaicnet's published weights in place: "demosaicnet:bayer" for a
+    bayer_joint network, "demosaicnet:xtrans" for an xtrans_joint one (the model's
+    ``demosaicnet_names`` says how the keys map)."""
     variant = source.split(":", 1)[1] if ":" in source else "bayer"
-    dmn = torch.load(demosaicnet_weights_path(variant), map_location="cpu", weights_only=True)
-    return map_demosaicnet_state(dmn, model.state_dict())
+    path = demosaicnet_weights_path(variant)
+    dmn = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return map_demosaicnet_state(dmn, model.state_dict(), getattr(model, "demosaicnet_names", None))
+    except (KeyError, ValueError) as e:
+        raise ValueError(f"nnraw: {path} ({source}) does not fit {type(model).__name__}: {e}") from e

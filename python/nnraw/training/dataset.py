@@ -38,33 +38,56 @@ from nnraw.noise.model import NoiseProfile, add_noise, noise_params, random_nois
 BAYER_PATTERNS = ("RGGB", "BGGR", "GRBG", "GBRG")
 
 
+def xtrans_patterns() -> tuple[str, ...]:
+    """The X-Trans layout at each of its 36 shifts (nnraw.cfa.XTRANS shifted, row-major by shift). The
+    layout repeats under a (3, 3) shift, so these are 18 distinct blocks, each twice: a uniform draw
+    over the tuple is uniform over the phases."""
+    from nnraw.cfa import XTRANS, shifted
+
+    return tuple(shifted(XTRANS, dy, dx) for dy in range(6) for dx in range(6))
+
+
+def _valid_pattern(p) -> bool:
+    from nnraw.cfa import is_xtrans
+
+    return p in BAYER_PATTERNS or (isinstance(p, str) and len(p) == 36 and not set(p) - set("RGB") and is_xtrans(p))
+
+
 # ==================================================================================================
 # Batch synthesis
 # ==================================================================================================
 def mosaic(rgb: torch.Tensor, pattern: str) -> torch.Tensor:
-    """Bayer-sample Tensor[N, 3, H, W] with ``pattern`` -> Tensor[N, 1, H, W] (H, W even)."""
+    """CFA-sample Tensor[N, 3, H, W] with ``pattern`` (Bayer, or a 36-letter X-Trans phase) ->
+    Tensor[N, 1, H, W] (H, W even)."""
     from nnraw.ops.demosaic import cfa_masks
 
     if rgb.dim() != 4 or rgb.shape[1] != 3:
         raise ValueError(f"mosaic: rgb must have shape [N, 3, H, W], got {list(rgb.shape)}")
-    if pattern not in BAYER_PATTERNS:
-        raise ValueError(f"mosaic: pattern must be one of {BAYER_PATTERNS}, got {pattern!r}")
-    masks = cfa_masks(pattern, rgb.shape[-2], rgb.shape[-1], rgb.device, rgb.dtype)
+    if not _valid_pattern(pattern):
+        raise ValueError(f"mosaic: pattern must be one of {BAYER_PATTERNS} or an X-Trans phase, got {pattern!r}")
+    if len(pattern) == 36:
+        from nnraw import cfa
+
+        masks = torch.from_numpy(cfa.masks(pattern, rgb.shape[-2], rgb.shape[-1])).to(rgb.device, rgb.dtype)
+    else:
+        masks = cfa_masks(pattern, rgb.shape[-2], rgb.shape[-1], rgb.device, rgb.dtype)
     return (rgb * masks).sum(1, keepdim=True)
 
 
 def _patterns_for(pattern: Union[str, Sequence[str]], n: int, generator: torch.Generator | None) -> list[str]:
-    if isinstance(pattern, str) and pattern == "random":
+    if isinstance(pattern, str) and pattern in ("random", "xtrans"):
+        choices = BAYER_PATTERNS if pattern == "random" else xtrans_patterns()
         dev = generator.device if generator is not None else "cpu"
-        idx = torch.randint(0, 4, (n,), generator=generator, device=dev).tolist()
-        return [BAYER_PATTERNS[i] for i in idx]
+        idx = torch.randint(0, len(choices), (n,), generator=generator, device=dev).tolist()
+        return [choices[i] for i in idx]
     if isinstance(pattern, str):
-        if pattern not in BAYER_PATTERNS:
-            raise ValueError(f"make_training_batch: pattern must be one of {BAYER_PATTERNS} or 'random', got {pattern!r}")
+        if not _valid_pattern(pattern):
+            raise ValueError(f"make_training_batch: pattern must be one of {BAYER_PATTERNS}, an X-Trans phase, "
+                             f"'random' (a Bayer one per crop) or 'xtrans' (an X-Trans phase per crop), got {pattern!r}")
         return [pattern] * n
     patterns = list(pattern)
-    if len(patterns) != n or any(p not in BAYER_PATTERNS for p in patterns):
-        raise ValueError(f"make_training_batch: need {n} patterns from {BAYER_PATTERNS}, got {patterns}")
+    if len(patterns) != n or not all(_valid_pattern(p) for p in patterns):
+        raise ValueError(f"make_training_batch: need {n} patterns from {BAYER_PATTERNS} or X-Trans phases, got {patterns}")
     return patterns
 
 
@@ -79,7 +102,8 @@ def make_training_batch(clean: torch.Tensor, wb: torch.Tensor,
         wb: Tensor[3] or Tensor[N, 3] as-shot white-balance gains (used by the pre-demosaic only).
         profiles: a NoiseProfile, a list of N, ``(a, b)`` tensors ([N, 3], [N], [3]) or ``"random"``
             (:func:`nnraw.noise.model.random_noise_params`, for noise-conditioned networks).
-        pattern: a Bayer pattern for all samples, a list of N, or ``"random"`` (one per sample).
+        pattern: a Bayer pattern (or 36-letter X-Trans phase) for all samples, a list of N, ``"random"``
+            (a Bayer pattern per sample) or ``"xtrans"`` (one of the 36 X-Trans phases per sample).
         generator: torch.Generator on ``clean``'s device, for reproducible batches.
         encoding: the domain of the pre-demosaic (:func:`nnraw.encoding.pre_demosaic`): "linear"
             (the seed) or "srgb" (white balanced and encoded, as ``nnraw convert`` does).
@@ -121,8 +145,11 @@ def make_training_batch(clean: torch.Tensor, wb: torch.Tensor,
     predemosaic = torch.empty_like(clean)
     for pat in dict.fromkeys(patterns):          # one pass per distinct pattern, in order of appearance
         idx = torch.tensor([i for i, p in enumerate(patterns) if p == pat], device=clean.device)
-        m = mosaic(clean[idx], pat)
-        noisy = add_noise(m, (a[idx], b[idx]), generator=generator, pattern=pat)
+        if len(pat) == 36:   # per-pixel independent noise: noising RGB then sampling is the same draw law
+            noisy = mosaic(add_noise(clean[idx], (a[idx], b[idx]), generator=generator), pat)
+        else:
+            m = mosaic(clean[idx], pat)
+            noisy = add_noise(m, (a[idx], b[idx]), generator=generator, pattern=pat)
         mosaic_noisy[idx] = noisy
         predemosaic[idx] = pre_demosaic(noisy, pat, wb[idx].contiguous(), encoding)
     return {

@@ -50,23 +50,37 @@ def draw_noise_mix(n: int, generator: torch.Generator, spec: dict | None = None)
     return (a[:, None] * spread).float(), (b[:, None] * spread).float()
 
 
-def demosaic_hardness(clean: torch.Tensor, wb: torch.Tensor) -> torch.Tensor:
+def hardness_pattern(family: str) -> str:
+    """The CFA pattern the hard-crop mining demosaics with, for a config's ``data.pattern``: an X-Trans
+    phase for X-Trans training (``"xtrans"`` or a 36-letter block), else RGGB (any Bayer phase is
+    equally hard for the classic demosaic on average)."""
+    if family == "xtrans":
+        from nnraw.cfa import XTRANS
+
+        return XTRANS
+    return family if isinstance(family, str) and len(family) == 36 else "RGGB"
+
+
+def demosaic_hardness(clean: torch.Tensor, wb: torch.Tensor, pattern: str = "RGGB") -> torch.Tensor:
     """Per crop: the mean absolute error, white balanced and sRGB-encoded, of the classic pre-demosaic
-    of its noise-free mosaic (RGGB) -- high where there is moire-prone detail or saturated colour.
+    of its noise-free mosaic (``pattern``: RGGB, or an X-Trans phase for X-Trans training) -- high
+    where there is moire-prone detail or saturated colour.
     ``clean`` Tensor[N, 3, H, W] camera RGB, ``wb`` Tensor[N, 3] -> Tensor[N]."""
     from nnraw.training.dataset import mosaic
     from nnraw.encoding import encode, gains_like, pre_demosaic
 
     g = gains_like(wb, clean)
-    pre = pre_demosaic(mosaic(clean, "RGGB"), "RGGB", wb.contiguous(), "srgb")
+    pre = pre_demosaic(mosaic(clean, pattern), pattern, wb.contiguous(), "srgb")
     m = 4                                               # the demosaic's own border
     err = (encode(pre * g) - encode(clean * g))[..., m:-m, m:-m]
     return err.abs().flatten(1).mean(1)
 
 
-def with_hard_crops(source, clean: torch.Tensor, wb: torch.Tensor, hard: int, candidates: int):
-    """Replace the last ``hard`` crops of a batch by the hardest (:func:`demosaic_hardness`) of
-    ``hard * candidates`` fresh crops drawn by ``source.clean_crops()`` (a nnraw.training.train.BatchSource)."""
+def with_hard_crops(source, clean: torch.Tensor, wb: torch.Tensor, hard: int, candidates: int,
+                    pattern: str = "RGGB"):
+    """Replace the last ``hard`` crops of a batch by the hardest (:func:`demosaic_hardness` with
+    ``pattern``) of ``hard * candidates`` fresh crops drawn by ``source.clean_crops()`` (a
+    nnraw.training.train.BatchSource)."""
     n = clean.shape[0]
     hard = min(int(hard), n)
     if hard <= 0:
@@ -77,7 +91,7 @@ def with_hard_crops(source, clean: torch.Tensor, wb: torch.Tensor, hard: int, ca
         cs.append(c)
         ws.append(w)
     c, w = torch.cat(cs), torch.cat(ws)
-    pick = demosaic_hardness(c.float(), w.float()).topk(hard).indices
+    pick = demosaic_hardness(c.float(), w.float(), pattern).topk(hard).indices
     clean, wb = clean.clone(), wb.clone()
     clean[n - hard:], wb[n - hard:] = c[pick].to(clean.dtype), w[pick].to(wb.dtype)
     return clean, wb

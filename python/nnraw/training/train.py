@@ -284,9 +284,10 @@ class BatchSource:
         d = self.cfg["data"]
         clean, wb = self.clean_crops()
         if d.get("hard_per_batch"):          # configs/joint.toml: moire-prone / saturated crops in every batch
-            from nnraw.training.finetune import with_hard_crops
+            from nnraw.training.finetune import hardness_pattern, with_hard_crops
 
-            clean, wb = with_hard_crops(self, clean, wb, d["hard_per_batch"], d.get("hard_candidates", 4))
+            clean, wb = with_hard_crops(self, clean, wb, d["hard_per_batch"], d.get("hard_candidates", 4),
+                                        hardness_pattern(d["pattern"]))
         if d["noise"] == "mix":             # configs/joint.toml: nnraw.training.finetune.draw_noise_mix
             from nnraw.training.finetune import draw_noise_mix
 
@@ -324,7 +325,9 @@ def validation_set(cfg: dict, model: nn.Module, seed: int, data_dir: str | None 
     out = {}
     for level in cfg["validate"]["levels"]:
         src.generator.manual_seed(seed)
-        out[level] = src.make(clean, wb, level_profile(level), "RGGB" if src.center else "random")
+        # X-Trans training validates X-Trans-mosaicked (a fixed, seeded phase per crop)
+        family = "xtrans" if cfg["data"].get("pattern") == "xtrans" else "random"
+        out[level] = src.make(clean, wb, level_profile(level), "RGGB" if src.center else family)
     return out
 
 
@@ -696,6 +699,10 @@ def export(cfg: dict, run_dir: str | Path, weights_dir: str | Path | None = None
     if cfg["model"]["architecture"] == "bayer_joint":
         config["summary"] = ("demosaicnet's Bayer network (Gharbi et al. 2016, MIT) fine-tuned noise-aware: "
                              "joint demosaic + denoise; best quality")
+    if cfg["model"]["architecture"] == "xtrans_joint":
+        config["sensor"] = "X-Trans"
+        config["summary"] = ("demosaicnet's X-Trans network (Gharbi et al. 2016, MIT) fine-tuned noise-aware: "
+                             "joint demosaic + denoise of Fujifilm X-Trans raws")
     return save_model(model, config, name or cfg["name"], Path(weights_dir) if weights_dir else None)
 
 
