@@ -1,7 +1,7 @@
 """X-Trans (6x6 CFA) raws (issue #18): pattern helpers, the synthetic X-Trans DNG fixture (every one
 of the 36 phases, odd sizes), read_raw, the classic colour-difference demosaic, and `nnraw convert`
-through the real CLI (linear and CFA DNGs; no X-Trans network yet: the default model falls back to
-the classic demosaic and says so). Other non-Bayer sensors keep their refusal.
+through the real CLI (linear and CFA DNGs; while no X-Trans network is shipped the default model falls
+back to the classic demosaic and says so; the network itself: tests/test_xtrans_joint.py). Other non-Bayer sensors keep their refusal.
 """
 
 from __future__ import annotations
@@ -187,11 +187,21 @@ def test_cli_converts_xtrans_linear_and_cfa(tmp_path, phase, size):
 
 
 def test_cli_default_model_on_xtrans_runs_the_classic_demosaic_and_says_so(tmp_path):
+    """Without a shipped X-Trans network: the classic demosaic and one line saying so. Once
+    python/nnraw/weights/xtrans.* is shipped, ``default`` runs it instead (tests/test_xtrans_joint.py
+    covers both with a weights folder of its own) and says nothing."""
+    from nnraw.models import XTRANS_MODEL, available_models
+
     src = write_xtrans_dng(tmp_path / "fuji.dng", phase=(4, 2), size=(37, 55))
     out, plain = tmp_path / "out.dng", tmp_path / "plain.dng"
     proc = _nnraw("convert", src.path, "-o", out)
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    if XTRANS_MODEL in available_models():
+        assert lines == [], proc.stderr
+        assert _nnraw("convert", src.path, "--model", "none", "-o", plain).returncode == 0
+        assert not np.array_equal(_linear_image(out)[0], _linear_image(plain)[0])
+        return
     assert len(lines) == 1 and "fuji.dng" in lines[0] and "X-Trans" in lines[0] and "not denoised" in lines[0], proc.stderr
     assert _nnraw("convert", src.path, "--model", "none", "-o", plain).returncode == 0
     assert np.array_equal(_linear_image(out)[0], _linear_image(plain)[0])

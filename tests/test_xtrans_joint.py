@@ -10,6 +10,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -291,3 +292,120 @@ def test_a_few_xtrans_steps_lower_the_loss(tmp_path):
     after = result["val"][0]
     assert result["step"] == 30
     assert after["loss"] < before["loss"], (before, after)
+
+
+# --- inference ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("k", [0, 7, 22, 35])
+def test_tiled_equals_whole(k):
+    """Tiles start at multiples of 6 (the bound module's cfa_period) and the halo is a multiple of 6, so
+    every tile, like the padded whole image, starts with the image's own pattern."""
+    from nnraw.infer import TileGrid, forward_whole, run_tiled
+
+    net = bind_pattern(_randomise(build_model(SMALL)), PHASES[k])
+    assert net.cfa_period == 6
+    g = torch.Generator().manual_seed(5)
+    rgb = torch.rand(1, 3, 41, 47, generator=g)                # odd, not multiples of the tile
+    sigma_fn = lambda x: 0.02 + 0.05 * x                      # noqa: E731 (pointwise, like a profile)
+    whole = forward_whole(net, rgb, sigma_fn)
+    for tile in (12, 16, 20):                                 # 16 and 20 round to multiples of 6
+        grid = TileGrid.plan(41, 47, tile, net.halo, 6)
+        assert all(y % 6 == 0 and x % 6 == 0 for y, x in grid.origins)
+        torch.testing.assert_close(run_tiled(net, rgb, sigma_fn, tile=tile, threads=1), whole, rtol=0, atol=1e-6)
+
+
+def test_tiled_equals_whole_full_size_in_the_encoded_domain():
+    from nnraw.encoding import in_domain
+    from nnraw.infer import forward_whole, run_tiled
+
+    torch.set_num_threads(1)
+    net = in_domain(bind_pattern(_randomise(build_model(CONFIG), scale=0.05), PHASES[13]), torch.tensor([2.0, 1.0, 1.5]))
+    assert net.cfa_period == 6
+    rgb = torch.rand(1, 3, 55, 49, generator=torch.Generator().manual_seed(6))
+    sigma_fn = lambda x: torch.full_like(x, 0.01)            # noqa: E731
+    torch.testing.assert_close(run_tiled(net, rgb, sigma_fn, tile=24, threads=1), forward_whole(net, rgb, sigma_fn),
+                               rtol=0, atol=1e-5)
+
+
+@pytest.fixture
+def weights(tmp_path, monkeypatch):
+    """A weights folder with ``xtrans`` = the step-0 X-Trans network (demosaicnet exactly, as an export
+    of a run at step 0 would write it) and ``bayer-only`` = a small bayer_joint; nnraw looks there."""
+    import nnraw.models as models
+    from nnraw.training import train as T
+
+    _demosaicnet()
+    d = tmp_path / "weights"
+    cfg = T.load_config(Path(__file__).resolve().parent.parent / "configs" / "xtrans.toml")
+    net = build_model(cfg["model"])
+    net.load_state_dict(demosaicnet_state(net, "demosaicnet:xtrans"))
+    save_model(net, {"architecture": "xtrans_joint", "params": cfg["model"]["params"], "domain": "srgb",
+                     "halo": net.halo, "noise_conditioned": True, "sensor": "X-Trans"}, "xtrans", d,
+               dtype=torch.float32)
+    bayer = build_model({"architecture": "bayer_joint", "params": {"width": 8, "depth": 3}, "domain": "srgb"})
+    save_model(bayer, {"architecture": "bayer_joint", "params": {"width": 8, "depth": 3}, "domain": "srgb",
+                       "halo": bayer.halo, "noise_conditioned": True}, "bayer-only", d)
+    monkeypatch.setattr(models, "WEIGHTS_DIR", d)
+    return d
+
+
+def test_convert_default_runs_the_shipped_xtrans_network(tmp_path, weights):
+    """``--model default`` on an X-Trans raw runs ``xtrans`` (and ``--model xtrans`` the same), with no
+    'not denoised' note; the output is the step-0 network's (demosaicnet), not the classic demosaic."""
+    from dng_fixtures import write_xtrans_dng
+    from nnraw.convert import convert_file
+
+    torch.set_num_threads(1)
+    src = write_xtrans_dng(tmp_path / "fuji.dng", phase=(2, 5), size=(43, 50)).path
+    res = convert_file(src, tmp_path / "d.dng", model="default", device="cpu")
+    assert res.ok, res.error
+    assert res.model == "xtrans" and not res.notes
+    named = convert_file(src, tmp_path / "x.dng", model="xtrans", device="cpu")
+    plain = convert_file(src, tmp_path / "n.dng", model="none", device="cpu")
+    assert named.ok and plain.ok
+    import tifffile
+
+    def image(p):
+        with tifffile.TiffFile(p) as t:
+            return max((pg for pg in t.pages), key=lambda pg: pg.shape[0] * pg.shape[1] if len(pg.shape) >= 2 else 0).asarray()
+
+    d, x, n = image(tmp_path / "d.dng"), image(tmp_path / "x.dng"), image(tmp_path / "n.dng")
+    assert d.shape == n.shape and np.array_equal(d, x)
+    assert not np.array_equal(d, n)
+
+
+def test_convert_refuses_a_network_for_the_other_cfa(tmp_path, weights):
+    from dng_fixtures import write_bayer_dng, write_xtrans_dng
+    from nnraw.convert import convert_file
+
+    bayer = write_bayer_dng(tmp_path / "canon.dng", pattern="RGGB", size=(40, 46)).path
+    res = convert_file(bayer, tmp_path / "b.dng", model="xtrans", device="cpu")
+    assert not res.ok and "canon.dng" in res.error and "xtrans.json" in res.error and "X-Trans raws" in res.error
+    fuji = write_xtrans_dng(tmp_path / "fuji.dng", phase=(0, 3), size=(40, 40)).path
+    res = convert_file(fuji, tmp_path / "f.dng", model="bayer-only", device="cpu")
+    assert not res.ok and "fuji.dng" in res.error and "bayer-only.json" in res.error and "Bayer raws" in res.error
+    res = convert_file(fuji, tmp_path / "r.dng", model="reference", device="cpu")
+    assert not res.ok and "fuji.dng" in res.error and "Bayer raws only" in res.error
+    assert not (tmp_path / "b.dng").exists() and not (tmp_path / "f.dng").exists()
+
+
+def test_without_a_shipped_xtrans_network_default_falls_back_and_says_so(tmp_path, monkeypatch):
+    import nnraw.models as models
+    from dng_fixtures import write_xtrans_dng
+    from nnraw.convert import convert_file
+
+    monkeypatch.setattr(models, "WEIGHTS_DIR", tmp_path / "empty")
+    src = write_xtrans_dng(tmp_path / "fuji.dng", phase=(1, 1), size=(37, 41)).path
+    res = convert_file(src, tmp_path / "o.dng", model="default", device="cpu")
+    assert res.ok and res.model == "none"
+    assert len(res.notes) == 1 and "not denoised" in res.notes[0] and "xtrans.safetensors" in res.notes[0]
+
+
+def test_info_lists_the_xtrans_network(weights):
+    from nnraw.models import describe_models, format_models
+
+    rows = {m["name"]: m for m in describe_models(weights)}
+    assert rows["xtrans"]["sensor"] == "X-Trans" and rows["xtrans"]["architecture"] == "xtrans_joint"
+    assert rows["xtrans"]["kmac_per_pixel"] == pytest.approx(409.7, abs=0.1)
+    assert rows["bayer-only"]["sensor"] == "Bayer"
+    assert "xtrans" in format_models(list(rows.values()))

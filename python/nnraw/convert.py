@@ -8,8 +8,9 @@ The pipeline, one named and timed stage each (``ConvertResult.stages`` holds the
                   the CFA phase, and cropped back after the network: every pixel is kept)
     pre_demosaic  encoding.pre_demosaic: white balanced, sRGB-encoded, edge-aware -> Tensor[1, 3, H, W]
                   (X-Trans: nnraw.cfa.colour_difference_demosaic, any size, no padding)
-    network       infer.denoise_camera_rgb (skipped for --model none, and for X-Trans: no X-Trans
-                  network yet, the result's ``notes`` say so)                  -> Tensor[1, 3, H, W]
+    network       infer.denoise_camera_rgb (skipped for --model none; on X-Trans raws ``default``
+                  runs the shipped ``xtrans`` network, or none when it is not shipped, and the
+                  result's ``notes`` say so)                                    -> Tensor[1, 3, H, W]
     render        preview.render_srgb: the DNG's sRGB preview (+ --preview/--compare)
     write_dng     dng.write_dng_file (linear) or dng.write_cfa_dng_file (--output cfa: Bayer, the
                   result sampled back at the source's CFA sites) into a temporary file beside the output
@@ -153,6 +154,34 @@ def network(rgb: torch.Tensor, raw, *, model: str, iso: float | None, device: st
     if out.shape != rgb.shape:
         raise RuntimeError(f"network: model {model!r} returned shape {list(out.shape)}, expected {list(rgb.shape)}")
     return out.float().cpu()
+
+
+def _model_for_sensor(input_path: Path, raw, model: str, result: "ConvertResult") -> str:
+    """The network to run on ``raw``: ``model`` itself, or for ``default`` on an X-Trans raw the shipped
+    X-Trans network (``xtrans``); ``none`` (the classic X-Trans demosaic, with a note saying it is not
+    denoised) when no X-Trans network is shipped. A named model for the other CFA is an error naming
+    the raw and the model's file."""
+    from nnraw import models
+
+    sensor = "X-Trans" if len(raw.pattern) == 36 else "Bayer"
+    if sensor == "X-Trans" and model == models.DEFAULT_MODEL:
+        if models.XTRANS_MODEL not in models.available_models():
+            result.notes.append(f"{input_path}: X-Trans raw: demosaiced with the classic X-Trans method, without "
+                                f"the network (not denoised): no X-Trans network ({models.XTRANS_MODEL}.safetensors) "
+                                f"is shipped in {models.WEIGHTS_DIR}")
+            return "none"
+        model = models.XTRANS_MODEL
+    if model == "reference":            # the per-ISO seed networks: Bayer
+        if sensor != "Bayer":
+            raise ValueError(f"{input_path}: an X-Trans raw, but model 'reference' is for Bayer raws only")
+        return model
+    if (models.WEIGHTS_DIR / f"{model}.json").exists():
+        wanted, cfg_path = models.model_sensor(model)
+        if wanted != sensor:
+            raise ValueError(f"{input_path}: a {sensor} raw (CFA pattern {raw.pattern}), but model {model!r} "
+                             f"({cfg_path}) is for {wanted} raws; use --model default, which picks the network "
+                             f"for the raw's CFA, or --model none")
+    return model
 
 
 def _import_infer(model: str):
@@ -306,12 +335,10 @@ def convert_file(
 
         with timer("read"):
             raw = read(input_path)
-        if len(raw.pattern) == 36 and model != "none" and strength != 0:
-            # no X-Trans network yet (#18): the classic demosaic alone, and say so
-            model = result.model = "none"
+        if model != "none" and strength != 0:
+            model = _model_for_sensor(input_path, raw, model, result)
+            result.model = model
             software = software_string(model, strength, kind)
-            result.notes.append(f"{input_path}: X-Trans raw: demosaiced with the classic X-Trans method, without "
-                                "the network (not denoised): nnraw has no X-Trans network yet")
         with timer("normalise"):
             mosaic = normalise_mosaic(raw)
         with timer("pre_demosaic"):

@@ -163,6 +163,7 @@ class EncodedDomain(torch.nn.Module):
         self.register_buffer("wb", torch.as_tensor(wb, dtype=torch.float32).reshape(-1, 3).clone(), persistent=False)
         self.halo = net.halo
         self.noise_conditioned = net.noise_conditioned
+        self.cfa_period = getattr(net, "cfa_period", 2)   # X-Trans networks: tiles at multiples of 6
 
     def forward(self, rgb: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
         g = self.wb.to(rgb.device, torch.float32).reshape(-1, 3, 1, 1)

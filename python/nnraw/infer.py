@@ -13,7 +13,9 @@ So no pixel of the image is lost and no black frame appears (the reference syste
 :func:`run_tiled` computes exactly the same numbers with memory bounded by the tile size:
 
 * the image is cut into a grid of output tiles that all have the same size (at most ``tile``, even,
-  chosen to balance the grid), each starting at even coordinates (CFA phase);
+  chosen to balance the grid), each starting at even coordinates (CFA phase), or at multiples of 6
+  for a network bound to one X-Trans pattern (``model.cfa_period``; its halo is a multiple of 6 too,
+  so each tile, like the padded whole image, starts with the image's own pattern);
 * every tile is read with its halo through mirrored indices (interior tiles are plain slices), and the
   tiles of the last row/column that reach past the image are completed by reflection too, so every
   tile the network sees has the same padded size: one convolution algorithm for all tiles;
@@ -192,14 +194,12 @@ def reflect_indices(start: int, stop: int, n: int) -> torch.Tensor:
     return torch.where(i >= n, period - i, i)
 
 
-def _even_ceil(v: int) -> int:
-    return v + (v % 2)
-
-
-def tile_size(extent: int, tile: int) -> int:
-    """Output tile length along one axis: even, <= max(tile, 2), and balanced over the grid."""
+def tile_size(extent: int, tile: int, period: int = 2) -> int:
+    """Output tile length along one axis: a multiple of ``period`` (2; 6 for X-Trans networks),
+    <= max(tile, period), and balanced over the grid."""
+    tile = max(period, tile - tile % period)
     count = math.ceil(extent / tile)
-    return _even_ceil(math.ceil(extent / count))
+    return -(-math.ceil(extent / count) // period) * period
 
 
 @dataclass(frozen=True)
@@ -213,11 +213,13 @@ class TileGrid:
     halo: int
 
     @classmethod
-    def plan(cls, height: int, width: int, tile: int, halo: int) -> "TileGrid":
+    def plan(cls, height: int, width: int, tile: int, halo: int, period: int = 2) -> "TileGrid":
+        """``period``: the CFA period the tiles' origins keep (2; 6 for a network bound to one X-Trans
+        pattern, ``model.cfa_period``: every tile then starts with the image's own pattern)."""
         if tile < 2:
             raise ValueError(f"{_OP}: tile must be >= 2, got {tile}")
         tile -= tile % 2
-        return cls(height, width, tile_size(height, tile), tile_size(width, tile), halo)
+        return cls(height, width, tile_size(height, tile, period), tile_size(width, tile, period), halo)
 
     @property
     def origins(self) -> list[tuple[int, int]]:
@@ -339,7 +341,10 @@ def run_tiled(
     model.eval()
     model.to(device=dev, memory_format=fmt)
     runner = torch.compile(model, dynamic=False) if compile else model
-    grid = TileGrid.plan(height, width, tile, halo)
+    period = int(getattr(model, "cfa_period", 2))
+    if halo % period:
+        raise ValueError(f"{_OP}: model.halo {halo} must be a multiple of its cfa_period {period} (CFA phase)")
+    grid = TileGrid.plan(height, width, tile, halo, period)
     origins = grid.origins
     total = n * len(origins)
     jobs = [(i, y, x) for i in range(n) for (y, x) in origins]
@@ -579,7 +584,7 @@ def denoise_camera_rgb(
         return rgb
     dev = _resolve_device(device, rgb)
     net = resolve_model(model, dev, iso or (getattr(raw, "iso", None) if raw is not None else None))
-    if getattr(net, "needs_pattern", False):    # one CFA phase per image: tiles start at even coordinates
+    if getattr(net, "needs_pattern", False):    # one CFA phase per image: tiles start at multiples of its period
         from nnraw.models.bayer_joint import bind_pattern
 
         net = bind_pattern(net, pattern or getattr(raw, "pattern", None))

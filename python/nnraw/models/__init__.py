@@ -26,6 +26,7 @@ from nnraw.models.xtrans_joint import XTransJointDenoiser
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_MODEL = "default"
+XTRANS_MODEL = "xtrans"      # what ``--model default`` runs on X-Trans raws, when it is shipped
 ARCHITECTURES: dict[str, type[nn.Module]] = {
     "reference": ReferenceDenoiser,
     "half_res_residual": HalfResResidualDenoiser,
@@ -34,7 +35,7 @@ ARCHITECTURES: dict[str, type[nn.Module]] = {
 }
 
 __all__ = ["ARCHITECTURES", "DEFAULT_MODEL", "WEIGHTS_DIR", "BayerJointDenoiser", "HalfResResidualDenoiser",
-           "ReferenceDenoiser", "XTransJointDenoiser", "available_models", "build_model", "load_model", "save_model"]
+           "ReferenceDenoiser", "XTRANS_MODEL", "XTransJointDenoiser", "available_models", "build_model", "load_model", "save_model"]
 
 
 def build_model(config: dict) -> nn.Module:
@@ -62,6 +63,22 @@ def available_models(weights_dir: Path | None = None) -> list[str]:
     """Names with both <name>.safetensors and <name>.json in the weights folder, sorted."""
     d = Path(weights_dir) if weights_dir else WEIGHTS_DIR
     return sorted(p.stem for p in d.glob("*.safetensors") if p.with_suffix(".json").exists())
+
+
+def config_sensor(config: dict) -> str:
+    """"X-Trans" or "Bayer": the CFA a network's JSON config is for (its ``sensor``, else its
+    architecture: only xtrans_joint takes X-Trans mosaics)."""
+    return config.get("sensor") or ("X-Trans" if config.get("architecture") == "xtrans_joint" else "Bayer")
+
+
+def model_sensor(name: str, weights_dir: Path | None = None) -> tuple[str, Path]:
+    """(sensor, JSON path) of the shipped network ``name`` (see :func:`config_sensor`)."""
+    d = Path(weights_dir) if weights_dir else WEIGHTS_DIR
+    cfg_path = d / f"{name}.json"
+    if not cfg_path.exists():
+        raise FileNotFoundError(f"nnraw.models: no model {name!r} in {d} (expected {cfg_path.name}); "
+                                f"available: {available_models(d)}")
+    return config_sensor(json.loads(cfg_path.read_text())), cfg_path
 
 
 def load_model(name: str, device: str | torch.device = "cpu", weights_dir: Path | None = None) -> nn.Module:
@@ -159,7 +176,7 @@ def describe_models(weights_dir: Path | None = None) -> list[dict]:
             "default": name == DEFAULT_MODEL,
             "architecture": config.get("architecture"),
             "noise": "any ISO: told the camera's noise level" if conditioned else f"trained at ISO {iso:g} only",
-            "sensor": config.get("sensor", "Bayer"),
+            "sensor": config_sensor(config),
             "kmac_per_pixel": kmac,
             "speed": None if kmac is None else ("fast" if kmac < 60 else "standard" if kmac < 250 else "slow"),
             "summary": config.get("summary", ""),
