@@ -39,7 +39,10 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "python"))
+try:                                   # the installed package (`make install`: with its compiled ops) ...
+    import nnraw._C  # noqa: E402,F401
+except ImportError:                    # ... else the checkout's python/ (the ops' pure-PyTorch references)
+    sys.path.insert(0, str(REPO / "python"))
 
 from nnraw import convert  # noqa: E402
 from nnraw.highlights import recover_highlights  # noqa: E402
@@ -51,14 +54,13 @@ def rss_peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def write_synthetic_raw(path: Path, h: int, w: int) -> None:
-    """A Bayer DNG of h x w from tests/dng_fixtures.py, written by a child process."""
-    code = (
-        "import sys; sys.path.insert(0, sys.argv[1]);"
-        "from dng_fixtures import write_bayer_dng;"
-        "write_bayer_dng(__import__('pathlib').Path(sys.argv[2]), size=(int(sys.argv[3]), int(sys.argv[4])),"
-        " make='Pentax', model='K-3', seed=1)"
-    )
+def write_synthetic_raw(path: Path, h: int, w: int, cfa: str = "bayer") -> None:
+    """A Bayer (or X-Trans) DNG of h x w from tests/dng_fixtures.py, written by a child process."""
+    call = ("write_bayer_dng(__import__('pathlib').Path(sys.argv[2]), size=(int(sys.argv[3]), int(sys.argv[4])),"
+            " make='Pentax', model='K-3', seed=1)" if cfa == "bayer" else
+            "write_xtrans_dng(__import__('pathlib').Path(sys.argv[2]), size=(int(sys.argv[3]), int(sys.argv[4])),"
+            " seed=1)")
+    code = f"import sys; sys.path.insert(0, sys.argv[1]); from dng_fixtures import write_{cfa}_dng; {call}"
     subprocess.run([sys.executable, "-c", code, str(REPO / "tests"), str(path), str(h), str(w)], check=True)
 
 
@@ -150,6 +152,8 @@ def main() -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     ap.add_argument("--skip-demosaicnet", action="store_true")
+    ap.add_argument("--cfa", choices=("bayer", "xtrans"), default="bayer",
+                    help="the synthetic raw's CFA (xtrans: run with --model xtrans and --size 4160x6240, 26 MP)")
     ap.add_argument("--precision", choices=("auto", "float32"), default="auto",
                     help="the network's precision (nnraw.infer.PRECISIONS; auto = bfloat16 trunk on AVX512_BF16 CPUs)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
@@ -162,7 +166,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "synthetic.dng", Path(tmp) / "out.dng"
         t0 = time.perf_counter()
-        write_synthetic_raw(src, h, w)
+        write_synthetic_raw(src, h, w, args.cfa)
         print(f"synthetic {h}x{w} raw written in {time.perf_counter() - t0:.1f} s (child process)", flush=True)
         rss_start = rss_peak_mb()
 
@@ -203,7 +207,7 @@ def main() -> int:
         stage("copy_metadata", convert.copy_source_metadata, src, dst)
         rss_peak = rss_peak_mb()
 
-    grid = TileGrid.plan(h, w, args.tile, model.halo)
+    grid = TileGrid.plan(h, w, args.tile, model.halo, int(getattr(model, "cfa_period", 2)))
     example = torch.rand(1, 3, *grid.padded_shape)
     example_sigma = torch.full_like(example, 0.01) if getattr(model, "noise_conditioned", False) else None
     macs = conv_macs(model, (example.to(dev), None if example_sigma is None else example_sigma.to(dev))) * len(grid.origins)
