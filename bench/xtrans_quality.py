@@ -3,8 +3,8 @@
 Held-out photos, three camera white balances, six noise levels, as bench/quality.py, but sampled
 through Fujifilm's 6x6 layout (in demosaicnet's own phase, so that its published model runs as
 trained; nnraw's networks are told the pattern and map any phase onto it, tests/test_xtrans_joint.py).
-The noise is Poisson-Gaussian per pixel and channel before sampling (the same statistics as noise
-per site after it).
+The noise is Poisson-Gaussian per pixel and channel before sampling (nnraw.training.evaluate.noisy_mosaic:
+the same statistics as noise per site after it).
 
 Methods:
   bilinear (per channel)   nnraw.cfa.bilinear_demosaic in linear camera RGB: the baseline of #18
@@ -43,19 +43,6 @@ def demosaicnet_pattern() -> str:
 
     cell = np.asarray(xtrans_cell())              # [3, 6, 6] one-hot R, G, B
     return "".join("RGB"[int(c)] for c in cell.argmax(0).reshape(-1))
-
-
-def xtrans_noisy_mosaic(cam: torch.Tensor, level: str, seed: int, pattern: str) -> torch.Tensor:
-    """Camera RGB [3, H, W] -> noisy X-Trans mosaic [1, 1, H, W] (noise drawn per pixel and channel,
-    then sampled: the same statistics as noise drawn per site)."""
-    from nnraw import cfa
-    from nnraw.noise.model import add_noise
-    from nnraw.training.evaluate import level_profile
-
-    g = torch.Generator().manual_seed(seed)
-    noisy = add_noise(cam[None], level_profile(level), generator=g)
-    m = torch.from_numpy(cfa.masks(pattern, *cam.shape[-2:])).to(noisy)
-    return (noisy * m[None]).sum(1, keepdim=True)
 
 
 def demosaicnet_xtrans(mosaic: torch.Tensor, wb: torch.Tensor, pattern: str) -> torch.Tensor:
@@ -109,7 +96,7 @@ def evaluate(sources: list[str], n_images: int, crop: int, levels: list[str], mo
                 truth = ev.render(cam, wb)
                 wbt = torch.tensor(wb)
                 for li, level in enumerate(levels):
-                    noisy = xtrans_noisy_mosaic(cam, level, 1000 * k + li, pattern)
+                    noisy = ev.noisy_mosaic(cam, level, 1000 * k + li, pattern)
                     score = lambda out: ev.psnr(ev.render(out, wb), truth)  # noqa: E731
                     t = time.perf_counter()
                     add(source, wb_name, "bilinear (per channel)", level,

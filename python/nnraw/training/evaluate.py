@@ -125,11 +125,15 @@ def camera_rgb(scene: torch.Tensor, wb) -> torch.Tensor:
 
 
 def noisy_mosaic(cam: torch.Tensor, level: str, seed: int, pattern: str = "RGGB") -> torch.Tensor:
-    """Camera RGB [3, H, W] -> noisy Bayer mosaic Tensor[1, 1, H, W] at ``level`` (fixed seed)."""
+    """Camera RGB [3, H, W] -> noisy CFA mosaic Tensor[1, 1, H, W] at ``level`` (fixed seed). Bayer:
+    noise per site; X-Trans (a 36-letter phase): noise per pixel and channel, then sampled (the same
+    statistics: the noise is independent per pixel)."""
     from nnraw.training.dataset import mosaic
     from nnraw.noise.model import add_noise
 
     g = torch.Generator().manual_seed(seed)
+    if len(pattern) == 36:
+        return mosaic(add_noise(cam[None], level_profile(level), generator=g), pattern)
     return add_noise(mosaic(cam[None], pattern), level_profile(level), generator=g, pattern=pattern)
 
 
