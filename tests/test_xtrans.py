@@ -261,18 +261,43 @@ def test_darktable_42_develops_both_xtrans_outputs(tmp_path):
     import shutil
     import subprocess
 
-    import tifffile
-
     if shutil.which("darktable-cli") is None:
         pytest.skip("darktable-cli is not installed on this host")
+
+    def develop(out, tif):
+        return subprocess.run(["timeout", "300", "darktable-cli", str(out), str(tif), "--core", "--library", ":memory:",
+                               "--configdir", str(tmp_path / "dtconf"), "--conf", "write_sidecar_files=never"],
+                              capture_output=True, text=True, timeout=330)
+
+    _develop_both_outputs(tmp_path, develop)
+
+
+@pytest.mark.slow
+def test_darktable_50_chroot_develops_both_xtrans_outputs(tmp_path):
+    """darktable-cli 5.0 (the Debian 13 chroot of tests/chroot.py) develops both X-Trans outputs."""
+    from chroot import chroot_for_tests, run_in_chroot
+
+    root = chroot_for_tests()
+    version = run_in_chroot(root, ["darktable-cli", "--version"], timeout=120)
+    assert "5.0" in version.stdout, version.stdout + version.stderr
+
+    def develop(out, tif):
+        return run_in_chroot(root, ["timeout", "300", "darktable-cli", str(out), str(tif), "--core", "--library",
+                                    ":memory:", "--configdir", str(tmp_path / "dtconf50"), "--conf",
+                                    "write_sidecar_files=never"], binds=[tmp_path], timeout=360)
+
+    _develop_both_outputs(tmp_path, develop)
+
+
+def _develop_both_outputs(tmp_path, develop) -> None:
+    import tifffile
+
     src = write_xtrans_dng(tmp_path / "dt.dng", phase=(3, 4), size=(181, 263))
     for kind in ("linear", "cfa"):
         out = tmp_path / f"{kind}.dng"
         assert _nnraw("convert", src.path, "--model", "none", "--output", kind, "-o", out).returncode == 0
         tif = tmp_path / f"{kind}-dt.tif"
-        proc = subprocess.run(["timeout", "300", "darktable-cli", str(out), str(tif), "--core", "--library", ":memory:",
-                               "--configdir", str(tmp_path / "dtconf"), "--conf", "write_sidecar_files=never"],
-                              capture_output=True, text=True, timeout=330)
+        proc = develop(out, tif)
         assert tif.is_file(), proc.stdout + proc.stderr
         img = tifffile.imread(tif).astype(np.float64)
         y0, y1, x0, x1 = src.grey_box
