@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
-import pytest
-import torch
+# torch.compile's C++ cache in a fresh folder per test run: a shared /tmp/torchinductor_<user> kept
+# kernels and headers of other checkouts' virtual environments, and once failed the inductor tests
+# ("'at::vec' has not been declared") in a fresh clone on a machine that had run them elsewhere.
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="nnraw-tests-inductor-"))
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -123,8 +123,10 @@ def test_every_shipped_model_loads(name):
     assert type(model) is ARCHITECTURES[config["architecture"]]
     h = model.halo
     rgb = torch.rand(1, 3, 16 + 2 * h, 16 + 2 * h)
-    if getattr(model, "needs_pattern", False):      # the joint default re-samples the mosaic: tell it the CFA
-        model = model.for_pattern("RGGB")
+    if getattr(model, "needs_pattern", False):      # the joint networks re-sample the mosaic: tell them the CFA
+        from nnraw.cfa import XTRANS
+
+        model = model.for_pattern(XTRANS if getattr(model, "cfa_period", 2) == 6 else "RGGB")
     with torch.no_grad():
         out = model(rgb, torch.full_like(rgb, 0.01) if model.noise_conditioned else None)
     assert out.shape == (1, 3, 16, 16) and torch.isfinite(out).all()
