@@ -202,6 +202,11 @@ def evaluate(sources: list[str], n_images: int, crop: int, levels: list[str], bm
                         add(source, wb_name, f"nnraw {net_name}", level, score(out), time.perf_counter() - t)
             print(f"{source}: image {k + 1}/{len(items)} done", file=sys.stderr, flush=True)
         scores.setdefault(source, {})["_crops"] = len(items)
+    return mean_scores(scores, seconds)
+
+
+def mean_scores(scores: dict, seconds: dict[str, float]) -> dict:
+    """{source: {wb: {method: {level: [psnr...]}}, "_crops": n}} -> the same with means, plus "_seconds"."""
     means = {src: {wb: (v if wb == "_crops" else {m: {lv: float(np.mean(x)) for lv, x in d.items()} for m, d in v.items()})
                    for wb, v in per.items()} for src, per in scores.items()}
     means["_seconds"] = seconds

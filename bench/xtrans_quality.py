@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import markdown_tables  # noqa: E402  (bench/quality.py: the same tables)
+from quality import markdown_tables, mean_scores  # noqa: E402  (bench/quality.py: the same tables)
 
 from nnraw.training.evaluate import LEVELS  # noqa: E402
 
@@ -113,10 +113,7 @@ def evaluate(sources: list[str], n_images: int, crop: int, levels: list[str], mo
                         add(source, wb_name, "nnraw default", level, score(out), time.perf_counter() - t)
             print(f"{source}: image {k + 1}/{len(items)} done", file=sys.stderr, flush=True)
         scores.setdefault(source, {})["_crops"] = len(items)
-    means = {src: {wb: (v if wb == "_crops" else {m: {lv: float(np.mean(x)) for lv, x in d.items()} for m, d in v.items()})
-                   for wb, v in per.items()} for src, per in scores.items()}
-    means["_seconds"] = seconds
-    return means
+    return mean_scores(scores, seconds)
 
 
 def main(argv: list[str] | None = None) -> int:
