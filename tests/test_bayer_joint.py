@@ -267,13 +267,14 @@ class _Crops(torch.utils.data.Dataset):
         return {"clean": self.images[i][:, y:y + c, x:x + c].clone(), "wb": torch.tensor([2.0, 1.0, 1.6])}
 
 
-def _joint_config(steps: int) -> dict:
+def _joint_config(steps: int, config: str = "joint.toml", crop: int = 16) -> dict:
+    """configs/``config`` shrunk for a test: tiny crops and batches, ``steps`` steps, two validation crops."""
     from pathlib import Path
 
     from nnraw.training.train import load_config
 
-    cfg = load_config(Path(__file__).resolve().parent.parent / "configs" / "joint.toml")
-    cfg["data"].update(crop=16, batch=3)
+    cfg = load_config(Path(__file__).resolve().parent.parent / "configs" / config)
+    cfg["data"].update(crop=crop, batch=3)
     cfg["schedule"].update(steps=steps, warmup=2)
     cfg["validate"].update(every=1000, crops=2, levels=["iso100", "nvidia"])
     return cfg

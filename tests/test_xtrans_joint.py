@@ -234,13 +234,9 @@ def test_hard_crop_mining_follows_the_pattern_family():
 
 
 def _xtrans_config(steps: int) -> dict:
-    from nnraw.training.train import load_config
+    from test_bayer_joint import _joint_config
 
-    cfg = load_config(Path(__file__).resolve().parent.parent / "configs" / "xtrans.toml")
-    cfg["data"].update(crop=12, batch=3)
-    cfg["schedule"].update(steps=steps, warmup=2)
-    cfg["validate"].update(every=1000, crops=2, levels=["iso100", "nvidia"])
-    return cfg
+    return _joint_config(steps, "xtrans.toml", crop=12)
 
 
 def test_xtrans_config_starts_at_demosaicnet_and_resumes_bit_exactly(tmp_path):
