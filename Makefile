@@ -81,11 +81,16 @@ train-joint: install
 	@echo "training in the background: tail -f runs/joint/train.log"
 
 # Ship the fine-tuning's latest checkpoint (runs/joint/checkpoint.pt, validation from runs/joint/val.csv)
-# as the default network: python/nnraw/weights/default.{safetensors,json} (float16), then reinstalls.
+# as the default network: python/nnraw/weights/default.{safetensors,json} (float16), blended by the noise
+# level with demosaicnet's published weights (nnraw.models.noise_blend; anchors NOISE:ALPHA, noise std at
+# linear grey 0.18: ISO 100, 400, 1600, 3200, 6400 of the bench), then reinstalls.
 # Trains nothing; commit the two files.
+DEFAULT_BLEND ?= 0.00346:0.1 0.00588:0.2 0.0113:0.75 0.0158:0.9 0.0212:1.0
+XTRANS_BLEND ?= $(DEFAULT_BLEND)
 export-joint: install
 	$(VENV)/bin/nnraw train configs/joint.toml --run-dir runs/joint --export-only --export-name default \
 	  --weights-dir python/nnraw/weights
+	$(PY) -m nnraw.training.blend default --weights-dir python/nnraw/weights --anchors $(DEFAULT_BLEND)
 	$(MAKE) install    # the venv holds a copy of the package: put the new weights there too
 
 # The X-Trans network (issue #18, configs/xtrans.toml): demosaicnet's X-Trans weights fine-tuned
@@ -105,6 +110,7 @@ train-xtrans: install
 export-xtrans: install
 	$(VENV)/bin/nnraw train configs/xtrans.toml --run-dir runs/xtrans --export-only --export-name xtrans \
 	  --weights-dir python/nnraw/weights
+	$(PY) -m nnraw.training.blend xtrans --weights-dir python/nnraw/weights --anchors $(XTRANS_BLEND)
 	$(MAKE) install
 
 bench: install

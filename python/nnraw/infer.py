@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nnraw.models import noise_blend
 from nnraw.noise.choose import choose_noise_profile
 from nnraw.strength import blend_strength, check_strength, scale_noise_map
 
@@ -584,6 +585,7 @@ def denoise_camera_rgb(
         return rgb
     dev = _resolve_device(device, rgb)
     net = resolve_model(model, dev, iso or (getattr(raw, "iso", None) if raw is not None else None))
+    blended = net
     if getattr(net, "needs_pattern", False):    # one CFA phase per image: tiles start at multiples of its period
         from nnraw.models.bayer_joint import bind_pattern
 
@@ -603,6 +605,7 @@ def denoise_camera_rgb(
             sigma_fn = lambda x: prof.sigma_map(x.clamp(0.0, 1.0))  # noqa: E731
         if strength != 1.0:
             sigma_fn = scale_noise_map(sigma_fn, strength)
+        noise_blend.apply(blended, sigma_fn)      # a blended network's weights for this photo's noise
     out = run_tiled(net, rgb, sigma_fn, tile=tile, batch=batch, device=dev, precision=precision,
                     compile=compile, progress=progress)
     return blend_strength(rgb, out, strength)

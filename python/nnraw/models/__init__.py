@@ -93,18 +93,35 @@ def load_model(name: str, device: str | torch.device = "cpu", weights_dir: Path 
     config = json.loads(cfg_path.read_text())
     model = build_model(config)
     state = {k: v.float() for k, v in load_file(str(w_path)).items()}
+    from nnraw.models import noise_blend
+
+    start = {k[len(noise_blend.START_PREFIX):]: state.pop(k) for k in list(state)
+             if k.startswith(noise_blend.START_PREFIX)}
     model.load_state_dict(state, strict=True)
+    if "noise_blend" in config:
+        if not start:
+            raise ValueError(f"nnraw.models.load_model: {w_path} lacks the start weights ({noise_blend.START_PREFIX}*) "
+                             f"its {cfg_path.name} blends with")
+        noise_blend.attach(model, start, config["noise_blend"]["anchors"])
     return model.to(device).eval()
 
 
 def save_model(model: nn.Module, config: dict, name: str, weights_dir: Path | None = None,
-               dtype: torch.dtype = torch.float16) -> tuple[Path, Path]:
-    """Write <name>.safetensors (``dtype`` storage) and <name>.json; temp names renamed at the end."""
+               dtype: torch.dtype = torch.float16, start: dict[str, torch.Tensor] | None = None) -> tuple[Path, Path]:
+    """Write <name>.safetensors (``dtype`` storage) and <name>.json; temp names renamed at the end.
+    ``start``: the weights a noise blend (``config["noise_blend"]``, nnraw.models.noise_blend) blends
+    with, stored under ``start.``."""
     from safetensors.torch import save_file
+
+    from nnraw.models.noise_blend import START_PREFIX
 
     d = Path(weights_dir) if weights_dir else WEIGHTS_DIR
     d.mkdir(parents=True, exist_ok=True)
+    if ("noise_blend" in config) != (start is not None):
+        raise ValueError("nnraw.models.save_model: a noise blend needs both config['noise_blend'] and start weights")
     state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
+    if start is not None:
+        state.update({START_PREFIX + k: v.detach().to("cpu", dtype).contiguous() for k, v in start.items()})
     w_path, cfg_path = d / f"{name}.safetensors", d / f"{name}.json"
     w_tmp, cfg_tmp = w_path.with_suffix(".safetensors.tmp"), cfg_path.with_suffix(".json.tmp")
     save_file(state, str(w_tmp), metadata={"name": name, "architecture": config["architecture"]})

@@ -1,0 +1,90 @@
+"""A fine-tuned network's weights blended with its published start by the photo's noise level.
+
+nnraw's default networks start from demosaicnet's published weights (Gharbi et al. 2016, trained
+noise-free on millions of hard patches) and are fine-tuned noise-aware on two CPU cores. The fine-tuning
+wins from ISO 1600 up and loses demosaicking detail at ISO 100-400 (docs/MODELS.md). Interpolating the
+weights of a fine-tuned network with those it started from (WiSE-FT, Wortsman et al. 2022, "Robust
+fine-tuning of zero-shot models") keeps what the start knew: here the blend factor follows the noise,
+
+    weights = start + alpha(noise) * (fine-tuned - start),
+
+with ``noise`` the noise std the network is told at a mid-grey (linear 0.18) pixel, so it follows the
+profile, a wrong profile and ``--strength``; alpha is piecewise linear in log(noise) between the
+anchors of the model's json (``noise_blend.anchors``: [[noise, alpha], ...], clamped at the ends).
+One set of weights per photo: no cost per pixel, tiled == whole still holds.
+
+A shipped model with a blend holds both weight sets in its safetensors (the start under ``start.``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+START_PREFIX = "start."
+GREY = 0.18
+
+
+def noise_at_grey(sigma_fn: Callable[[torch.Tensor], torch.Tensor]) -> float:
+    """The noise std a sigma-map function gives a linear mid-grey pixel (mean over channels)."""
+    return float(sigma_fn(torch.full((1, 3, 1, 1), GREY)).mean())
+
+
+def alpha_for(noise: float, anchors: Sequence[Sequence[float]]) -> float:
+    """alpha at ``noise``: piecewise linear in log(noise) between ``anchors`` ([[noise, alpha], ...],
+    noise increasing), the end values outside them."""
+    pts = sorted((float(n), float(a)) for n, a in anchors)
+    if not pts or any(n <= 0 for n, _ in pts):
+        raise ValueError(f"nnraw.models.noise_blend: anchors need noise > 0, got {anchors!r}")
+    if not noise > 0:
+        return pts[0][1]
+    if noise <= pts[0][0]:
+        return pts[0][1]
+    for (n0, a0), (n1, a1) in zip(pts, pts[1:]):
+        if noise <= n1:
+            t = (math.log(noise) - math.log(n0)) / (math.log(n1) - math.log(n0))
+            return a0 + t * (a1 - a0)
+    return pts[-1][1]
+
+
+def attach(model: nn.Module, start: dict[str, torch.Tensor], anchors: Sequence[Sequence[float]]) -> nn.Module:
+    """Give ``model`` (holding its fine-tuned weights) a noise blend towards ``start``."""
+    tuned = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    missing = set(tuned) ^ set(start)
+    if missing:
+        raise ValueError(f"nnraw.models.noise_blend: start and fine-tuned weights differ in {sorted(missing)[:4]}")
+    alpha_for(0.01, anchors)        # validates them
+    model._noise_blend = {"start": {k: v.to(tuned[k]) for k, v in start.items()}, "tuned": tuned,
+                          "anchors": [list(map(float, a)) for a in anchors], "alpha": 1.0}
+    return model
+
+
+def blend_of(model: nn.Module) -> dict | None:
+    return getattr(model, "_noise_blend", None)
+
+
+def set_alpha(model: nn.Module, alpha: float) -> None:
+    """Load start + alpha * (fine-tuned - start) into ``model`` (a model with a blend)."""
+    blend = blend_of(model)
+    if blend is None:
+        raise ValueError("nnraw.models.noise_blend: this model has no noise blend")
+    if blend["alpha"] == alpha:
+        return
+    s, t = blend["start"], blend["tuned"]
+    with torch.no_grad():
+        model.load_state_dict({k: (s[k] + alpha * (t[k] - s[k])) if t[k].is_floating_point() else t[k]
+                               for k in t}, strict=True)
+    blend["alpha"] = alpha
+
+
+def apply(model: nn.Module, sigma_fn: Callable[[torch.Tensor], torch.Tensor] | None) -> float | None:
+    """Set a blended model's weights for the noise ``sigma_fn`` tells it; the alpha used (None: no blend)."""
+    blend = blend_of(model)
+    if blend is None or sigma_fn is None:
+        return None
+    alpha = alpha_for(noise_at_grey(sigma_fn), blend["anchors"])
+    set_alpha(model, alpha)
+    return alpha

@@ -1,0 +1,81 @@
+"""The noise blend (nnraw.models.noise_blend): the shipped default's weights move from demosaicnet's
+published ones (low noise) to the fine-tuned ones (high noise), once per photo, by the noise it is told."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from nnraw.models import WEIGHTS_DIR, load_model, save_model
+from nnraw.models import noise_blend as nb
+from nnraw.training import evaluate as ev
+
+
+def test_alpha_is_piecewise_linear_in_log_noise_and_clamped():
+    anchors = [[0.001, 0.2], [0.004, 0.6], [0.016, 1.0]]
+    assert nb.alpha_for(1e-5, anchors) == pytest.approx(0.2)
+    assert nb.alpha_for(0.0, anchors) == pytest.approx(0.2)
+    assert nb.alpha_for(0.002, anchors) == pytest.approx(0.4)      # halfway in log between 0.001 and 0.004
+    assert nb.alpha_for(0.008, anchors) == pytest.approx(0.8)
+    assert nb.alpha_for(1.0, anchors) == pytest.approx(1.0)
+    grid = np.geomspace(1e-4, 0.1, 50)
+    assert np.all(np.diff([nb.alpha_for(n, anchors) for n in grid]) >= 0)
+    with pytest.raises(ValueError, match="noise > 0"):
+        nb.alpha_for(0.01, [[0.0, 0.5]])
+
+
+def test_the_default_blends_from_demosaicnet_to_its_fine_tuned_weights():
+    from nnraw.models.bayer_joint import demosaicnet_state
+
+    net = load_model("default")
+    blend = nb.blend_of(net)
+    assert blend is not None, "the shipped default has no noise blend"
+    start = demosaicnet_state(net, json.loads((WEIGHTS_DIR / "default.json").read_text())["noise_blend"]["start"])
+    nb.set_alpha(net, 0.0)
+    for k, v in net.state_dict().items():     # the published weights, as stored in float16
+        torch.testing.assert_close(v, start[k].to(torch.float16).float(), rtol=0, atol=0)
+    nb.set_alpha(net, 1.0)
+    for k, v in net.state_dict().items():
+        torch.testing.assert_close(v, blend["tuned"][k], rtol=0, atol=0)
+    nb.set_alpha(net, 0.5)
+    k = next(k for k in blend["tuned"] if blend["tuned"][k].is_floating_point()
+             and not torch.equal(blend["tuned"][k], blend["start"][k]))
+    torch.testing.assert_close(net.state_dict()[k], (blend["start"][k] + blend["tuned"][k]) / 2)
+
+
+def test_denoising_sets_the_blend_by_the_noise_it_is_told():
+    """Through nnraw.infer as `nnraw convert` runs it: more noise (a noisier level, or a higher
+    strength, which tells the network more noise) -> more of the fine-tuned weights."""
+    net = load_model("default")
+    cam = ev.camera_rgb(torch.rand(3, 64, 64) * 0.5, (1.0, 1.0, 1.0))
+    alphas = {}
+    for level in ("iso100", "iso1600", "nvidia"):
+        pre = ev.pre_demosaic(ev.noisy_mosaic(cam, level, seed=1), (1.0, 1.0, 1.0))
+        ev.network(net, pre, (1.0, 1.0, 1.0), level)
+        alphas[level] = nb.blend_of(net)["alpha"]
+    anchors = nb.blend_of(net)["anchors"]
+    assert alphas["iso100"] < alphas["iso1600"] < alphas["nvidia"], alphas
+    assert alphas["nvidia"] == pytest.approx(1.0), alphas
+    assert alphas["iso100"] == pytest.approx(nb.alpha_for(0.0034641, anchors), abs=1e-3), alphas
+    pre = ev.pre_demosaic(ev.noisy_mosaic(cam, "iso1600", seed=1), (1.0, 1.0, 1.0))
+    ev.network(net, pre, (1.0, 1.0, 1.0), "iso1600", strength=2.0)
+    assert nb.blend_of(net)["alpha"] > alphas["iso1600"]
+
+
+def test_a_blend_without_its_start_weights_is_refused(tmp_path):
+    shutil.copy(WEIGHTS_DIR / "default.json", tmp_path / "default.json")
+    net = load_model("default")
+    nb.set_alpha(net, 1.0)
+    config = json.loads((WEIGHTS_DIR / "default.json").read_text())
+    with pytest.raises(ValueError, match="needs both"):
+        save_model(net, config, "broken", tmp_path)
+    config.pop("noise_blend")
+    save_model(net, config, "broken", tmp_path)          # the fine-tuned weights alone ...
+    config["noise_blend"] = {"anchors": [[0.01, 1.0]]}
+    (tmp_path / "broken.json").write_text(json.dumps(config))   # ... but a json that blends
+    with pytest.raises(ValueError, match="lacks the start weights"):
+        load_model("broken", weights_dir=tmp_path)
