@@ -90,7 +90,7 @@ XTRANS_BLEND ?= $(DEFAULT_BLEND)
 export-joint: install
 	$(VENV)/bin/nnraw train configs/joint.toml --run-dir runs/joint --export-only --export-name default \
 	  --weights-dir python/nnraw/weights
-	$(PY) -m nnraw.training.blend default --weights-dir python/nnraw/weights --anchors $(DEFAULT_BLEND)
+	$(PY) -m nnraw.training.blend default $(DEFAULT_BLEND) -w python/nnraw/weights
 	$(MAKE) install    # the venv holds a copy of the package: put the new weights there too
 
 # The X-Trans network (issue #18, configs/xtrans.toml): demosaicnet's X-Trans weights fine-tuned
@@ -110,7 +110,7 @@ train-xtrans: install
 export-xtrans: install
 	$(VENV)/bin/nnraw train configs/xtrans.toml --run-dir runs/xtrans --export-only --export-name xtrans \
 	  --weights-dir python/nnraw/weights
-	$(PY) -m nnraw.training.blend xtrans --weights-dir python/nnraw/weights --anchors $(XTRANS_BLEND)
+	$(PY) -m nnraw.training.blend xtrans $(XTRANS_BLEND) -w python/nnraw/weights
 	$(MAKE) install
 
 bench: install

@@ -115,7 +115,8 @@ def test_every_shipped_model_loads(name):
     from safetensors import safe_open
 
     path = WEIGHTS_DIR / f"{name}.safetensors"
-    assert path.stat().st_size < 2_000_000
+    # 2.5 MB: a noise-blended model holds two weight sets (nnraw.models.noise_blend), 1.1 MB each in float16
+    assert path.stat().st_size < 2_500_000
     with safe_open(str(path), "pt") as f:          # a safetensors file, not a pickle
         assert len(list(f.keys())) > 0
     model = load_model(name)

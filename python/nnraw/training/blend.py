@@ -1,5 +1,5 @@
 """Give a shipped network a noise blend with the published weights it was fine-tuned from
-(nnraw.models.noise_blend): ``python -m nnraw.training.blend NAME --anchors NOISE:ALPHA ...``.
+(nnraw.models.noise_blend): ``python -m nnraw.training.blend NAME NOISE:ALPHA ... [-w WEIGHTS_DIR]``.
 
 Reads nnraw/weights/NAME.{safetensors,json}, maps the start named by its training config's
 ``model.init_from`` (demosaicnet's published weights: the demosaicnet package is a training-time
@@ -38,13 +38,12 @@ def blend_shipped(name: str, anchors: list[list[float]], weights_dir: Path | Non
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("name", help="a shipped model (default, xtrans)")
-    p.add_argument("--anchors", nargs="+", required=True, metavar="NOISE:ALPHA",
+    p.add_argument("anchors", nargs="+", metavar="NOISE:ALPHA",
                    help="noise std at linear grey 0.18 and the blend factor there (1 = fine-tuned)")
-    p.add_argument("--weights-dir", type=Path)
-    p.add_argument("--note", default="")
+    p.add_argument("-w", dest="weights_dir", type=Path, help="weights folder (default: the package's)")
     args = p.parse_args(argv)
     anchors = [[float(x) for x in a.split(":")] for a in args.anchors]
-    print(f"wrote {blend_shipped(args.name, anchors, args.weights_dir, args.note)}")
+    print(f"wrote {blend_shipped(args.name, anchors, args.weights_dir)}")
     return 0
 
 
