@@ -110,16 +110,19 @@ def save_model(model: nn.Module, config: dict, name: str, weights_dir: Path | No
                dtype: torch.dtype = torch.float16, start: dict[str, torch.Tensor] | None = None) -> tuple[Path, Path]:
     """Write <name>.safetensors (``dtype`` storage) and <name>.json; temp names renamed at the end.
     ``start``: the weights a noise blend (``config["noise_blend"]``, nnraw.models.noise_blend) blends
-    with, stored under ``start.``."""
+    with, stored under ``start.``. A model that has a blend is saved with its fine-tuned weights, not
+    the blend of the last photo it ran."""
     from safetensors.torch import save_file
 
-    from nnraw.models.noise_blend import START_PREFIX
+    from nnraw.models.noise_blend import START_PREFIX, blend_of
 
     d = Path(weights_dir) if weights_dir else WEIGHTS_DIR
     d.mkdir(parents=True, exist_ok=True)
+    blend = blend_of(model)
+    weights = blend["tuned"] if blend else model.state_dict()
     if ("noise_blend" in config) != (start is not None):
         raise ValueError("nnraw.models.save_model: a noise blend needs both config['noise_blend'] and start weights")
-    state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in weights.items()}
     if start is not None:
         state.update({START_PREFIX + k: v.detach().to("cpu", dtype).contiguous() for k, v in start.items()})
     w_path, cfg_path = d / f"{name}.safetensors", d / f"{name}.json"

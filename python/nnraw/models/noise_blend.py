@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -39,15 +40,8 @@ def alpha_for(noise: float, anchors: Sequence[Sequence[float]]) -> float:
     pts = sorted((float(n), float(a)) for n, a in anchors)
     if not pts or any(n <= 0 for n, _ in pts):
         raise ValueError(f"nnraw.models.noise_blend: anchors need noise > 0, got {anchors!r}")
-    if not noise > 0:
-        return pts[0][1]
-    if noise <= pts[0][0]:
-        return pts[0][1]
-    for (n0, a0), (n1, a1) in zip(pts, pts[1:]):
-        if noise <= n1:
-            t = (math.log(noise) - math.log(n0)) / (math.log(n1) - math.log(n0))
-            return a0 + t * (a1 - a0)
-    return pts[-1][1]
+    log_noise = math.log(noise) if noise > 0 else -math.inf
+    return float(np.interp(log_noise, [math.log(n) for n, _ in pts], [a for _, a in pts]))
 
 
 def attach(model: nn.Module, start: dict[str, torch.Tensor], anchors: Sequence[Sequence[float]]) -> nn.Module:

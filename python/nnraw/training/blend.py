@@ -15,7 +15,7 @@ from pathlib import Path
 
 from nnraw.models import WEIGHTS_DIR, load_model, save_model
 from nnraw.models.bayer_joint import demosaicnet_state
-from nnraw.models.noise_blend import alpha_for, blend_of, set_alpha
+from nnraw.models.noise_blend import alpha_for
 
 
 def blend_shipped(name: str, anchors: list[list[float]], weights_dir: Path | None = None, note: str = "") -> Path:
@@ -26,9 +26,7 @@ def blend_shipped(name: str, anchors: list[list[float]], weights_dir: Path | Non
         raise ValueError(f"nnraw.training.blend: {name} was not fine-tuned from published weights "
                          "(no training.config.model.init_from in its json)")
     alpha_for(0.01, anchors)
-    model = load_model(name, weights_dir=d)
-    if blend_of(model) is not None:
-        set_alpha(model, 1.0)              # the fine-tuned weights
+    model = load_model(name, weights_dir=d)      # save_model writes a blended model's fine-tuned weights
     config["noise_blend"] = {"start": source, "anchors": [[float(n), float(a)] for n, a in anchors],
                              "note": note or "weights = start + alpha(noise at linear grey 0.18) x (fine-tuned - start)"}
     w, _ = save_model(model, config, name, d, start=demosaicnet_state(model, source))
