@@ -152,7 +152,8 @@ def bm3d_menon(noisy: torch.Tensor, wb, level: str) -> torch.Tensor:
 
 
 def evaluate(sources: list[str], n_images: int, crop: int, levels: list[str], bm3d_levels: list[str],
-             seed: int = 0, default: str = "default", extra_models: tuple[str, ...] = ()) -> dict:
+             seed: int = 0, default: str = "default", extra_models: tuple[str, ...] = (),
+             passes: tuple[int, ...] = ()) -> dict:
     """{source: {wb: {method: {level: mean PSNR}}}} and seconds per method (under key "_seconds")."""
     from nnraw.training import evaluate as ev
     from nnraw.encoding import site_gains
@@ -200,6 +201,11 @@ def evaluate(sources: list[str], n_images: int, crop: int, levels: list[str], bm
                         t = time.perf_counter()
                         out = ev.network(net, pre, wb, level)
                         add(source, wb_name, f"nnraw {net_name}", level, score(out), time.perf_counter() - t)
+                    for n in passes:                  # the default at other self-ensemble pass counts
+                        t = time.perf_counter()
+                        out = ev.network(nets[default], pre, wb, level, passes=n)
+                        add(source, wb_name, f"nnraw {default}, {n} pass{'es' * (n > 1)}", level, score(out),
+                            time.perf_counter() - t)
             print(f"{source}: image {k + 1}/{len(items)} done", file=sys.stderr, flush=True)
         scores.setdefault(source, {})["_crops"] = len(items)
     return mean_scores(scores, seconds)
@@ -241,6 +247,14 @@ def markdown_tables(means: dict, levels: list[str]) -> str:
                 diffs = [t["nnraw default"][lv] - t[ref][lv] for _, _, t in cells if lv in t.get(ref, {})]
                 row.append(f"{min(diffs):+.2f}" if diffs else "-")
             out.append(f"| {ref} | " + " | ".join(row) + " |")
+        variants = [m for m in cells[0][2] if m.startswith("nnraw ") and m != "nnraw default"]
+        if variants:
+            out.append("\n**other nnraw networks and settings minus demosaicnet, worst cell (dB)**\n")
+            out.append("| method | " + " | ".join(lv.replace("iso", "ISO ") for lv in levels) + " |")
+            out.append("|---|" + "---:|" * len(levels))
+            for m in variants:
+                row = [f"{min(t[m][lv] - t['demosaicnet'][lv] for _, _, t in cells):+.2f}" for lv in levels]
+                out.append(f"| {m} | " + " | ".join(row) + " |")
     return "\n".join(out)
 
 
@@ -284,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bm3d-levels", nargs="*", default=["iso3200", "iso6400", "nvidia"],
                    help="levels at which BM3D + Menon runs (slow: ~1 s per 100x100 plane)")
     p.add_argument("--models", nargs="*", default=[], help="other shipped networks to score beside the default")
+    p.add_argument("--passes", nargs="*", type=int, default=[],
+                   help="also score the default with these self-ensemble pass counts (1, 2, 4, 8)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--speed", action="store_true", help="only time default vs demosaicnet (24 MP extrapolated)")
     args = p.parse_args(argv)
@@ -293,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     t = time.perf_counter()
     means = evaluate(args.sources, args.images, args.crop, args.levels, args.bm3d_levels,
-                     extra_models=tuple(args.models))
+                     extra_models=tuple(args.models), passes=tuple(args.passes))
     seconds = means.pop("_seconds")
     print(f"PSNR (dB) in sRGB, {BORDER} px border cropped; crops of {args.crop} px from held-out sources "
           f"{', '.join(args.sources)}; {time.strftime('%Y-%m-%d', time.gmtime())}; "

@@ -8,6 +8,7 @@ does not count):
 
 1. the stages of nnraw.convert (read, normalise, pre_demosaic + highlights, network, render,
    write_dng, copy_metadata), each timed, with the process's peak RSS (ru_maxrss) after all of them;
+   the network stage runs the model's self-ensemble passes as `nnraw convert` does (``--passes``);
 2. the network's achieved FLOP/s: 2 x the convolutions' multiply-adds (counted with hooks on one
    tile, times the number of tiles) over the network stage's time, next to the machine's float32
    matmul FLOP/s measured here (torch.mm of 4096 x 4096 matrices);
@@ -46,7 +47,7 @@ except ImportError:                    # ... else the checkout's python/ (the op
 
 from nnraw import convert  # noqa: E402
 from nnraw.highlights import recover_highlights  # noqa: E402
-from nnraw.infer import TileGrid, cpu_threads, resolve_model, run_tiled  # noqa: E402
+from nnraw.infer import TileGrid, cpu_threads, resolve_model, run_tiled, self_ensemble  # noqa: E402
 from nnraw.ops import HAVE_COMPILED  # noqa: E402  (False: the ops run their pure-PyTorch references)
 
 
@@ -156,6 +157,8 @@ def main() -> int:
                     help="the synthetic raw's CFA (xtrans: run with --model xtrans and --size 4160x6240, 26 MP)")
     ap.add_argument("--precision", choices=("auto", "float32"), default="auto",
                     help="the network's precision (nnraw.infer.PRECISIONS; auto = bfloat16 trunk on AVX512_BF16 CPUs)")
+    ap.add_argument("--passes", type=int, default=None,
+                    help="self-ensemble passes of the network stage (default: the model's own, as nnraw convert)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
     h, w = (int(v) for v in args.size.lower().split("x"))
@@ -185,6 +188,8 @@ def main() -> int:
             return out
 
         raw = stage("read", convert.read, src)
+        passes = args.passes or int(getattr(model, "default_passes", 1))
+        unbound = model
         if getattr(model, "needs_pattern", False):   # the joint default re-samples the mosaic: bind its phase
             from nnraw.models.bayer_joint import bind_pattern
 
@@ -193,13 +198,16 @@ def main() -> int:
         plain = stage("pre_demosaic", convert.pre_demosaic, mosaic, raw.pattern, raw.wb, device=str(dev))
         del mosaic
         plain = stage("highlights", recover_highlights, plain, raw.wb, inplace=True)
+        pattern_bound = model is not unbound
         sigma = None
         if getattr(model, "noise_conditioned", False):
             from nnraw.noise.choose import choose_noise_profile
 
             prof, _ = choose_noise_profile(raw=raw, iso=800)
             sigma = lambda t: prof.sigma_map(t.clamp(0.0, 1.0))  # noqa: E731
-        rgb = stage("network", run_tiled, model, plain, sigma, tile=args.tile, device=dev, precision=args.precision)
+        prepare = (lambda pat: bind_pattern(unbound, pat)) if pattern_bound else (lambda pat: model)  # noqa: E731
+        rgb = stage("network", self_ensemble, prepare, plain, sigma, passes=passes,
+                    pattern=raw.pattern if pattern_bound else None, tile=args.tile, device=dev, precision=args.precision)
         crop = plain[..., :2048, :2048].clone() if dev.type == "cuda" else None
         del plain
         embedded = stage("render", convert.render_preview, rgb, raw, orient=False, max_size=convert.PREVIEW_MAX_SIZE)
@@ -210,7 +218,7 @@ def main() -> int:
     grid = TileGrid.plan(h, w, args.tile, model.halo, int(getattr(model, "cfa_period", 2)))
     example = torch.rand(1, 3, *grid.padded_shape)
     example_sigma = torch.full_like(example, 0.01) if getattr(model, "noise_conditioned", False) else None
-    macs = conv_macs(model, (example.to(dev), None if example_sigma is None else example_sigma.to(dev))) * len(grid.origins)
+    macs = conv_macs(model, (example.to(dev), None if example_sigma is None else example_sigma.to(dev))) * len(grid.origins) * passes
     net_flops = 2 * macs / stages["network"]
     mm = matmul_flops()
     total = sum(stages.values())
@@ -218,7 +226,7 @@ def main() -> int:
         "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         "machine": f"{platform.processor() or platform.machine()}, {cpu_threads()} cores visible, torch {torch.__version__}",
         "threads": threads, "device": str(dev), "image": f"{h}x{w} ({h * w / 1e6:.1f} MP)",
-        "model": model_label, "tile": args.tile, "compiled_ops": HAVE_COMPILED, "precision": args.precision,
+        "model": model_label, "passes": passes, "tile": args.tile, "compiled_ops": HAVE_COMPILED, "precision": args.precision,
         "bfloat16_trunk": any(getattr(m, "trunk_bfloat16", False) for m in model.modules()),
         "stages_s": {k: round(v, 3) for k, v in stages.items()}, "end_to_end_s": round(total, 2),
         "peak_rss_mb": round(rss_peak), "rss_before_pipeline_mb": round(rss_start),

@@ -70,7 +70,8 @@ def demosaicnet_xtrans(mosaic: torch.Tensor, wb: torch.Tensor, pattern: str) -> 
     return out[:, oy:oy + h, ox:ox + w].clamp(0, 1)
 
 
-def evaluate(sources: list[str], n_images: int, crop: int, levels: list[str], model: str | None) -> dict:
+def evaluate(sources: list[str], n_images: int, crop: int, levels: list[str], model: str | None,
+             passes: tuple[int, ...] = ()) -> dict:
     from nnraw import cfa
     from nnraw.training import evaluate as ev
 
@@ -111,6 +112,11 @@ def evaluate(sources: list[str], n_images: int, crop: int, levels: list[str], mo
                         t = time.perf_counter()
                         out = ev.network(net, pre, wb, level, pattern=pattern)
                         add(source, wb_name, "nnraw default", level, score(out), time.perf_counter() - t)
+                        for n in passes:      # other self-ensemble pass counts
+                            t = time.perf_counter()
+                            out = ev.network(net, pre, wb, level, pattern=pattern, passes=n)
+                            add(source, wb_name, f"nnraw default, {n} pass{'es' * (n > 1)}", level, score(out),
+                                time.perf_counter() - t)
             print(f"{source}: image {k + 1}/{len(items)} done", file=sys.stderr, flush=True)
         scores.setdefault(source, {})["_crops"] = len(items)
     return mean_scores(scores, seconds)
@@ -123,11 +129,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crop", type=int, default=128, help="crop size (a multiple of 6 is not needed)")
     p.add_argument("--levels", nargs="+", default=list(LEVELS))
     p.add_argument("--model", default="xtrans", help="the shipped X-Trans network ('' to skip it)")
+    p.add_argument("--passes", nargs="*", type=int, default=[],
+                   help="also score the network with these self-ensemble pass counts (1, 2, 4, 8)")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     t = time.perf_counter()
-    means = evaluate(args.sources, args.images, args.crop, args.levels, args.model or None)
+    means = evaluate(args.sources, args.images, args.crop, args.levels, args.model or None, tuple(args.passes))
     print(f"PSNR (dB) in sRGB, 10 px border cropped; X-Trans mosaics ({demosaicnet_pattern()[:6]}... demosaicnet's "
           f"phase) of {args.crop} px crops from held-out {', '.join(args.sources)}; "
           f"{time.strftime('%Y-%m-%d', time.gmtime())}; {time.perf_counter() - t:.0f} s\n")

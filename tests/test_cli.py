@@ -194,6 +194,7 @@ def test_output_path_and_output_kind_are_two_options():
     (["--model", "no-such-net"], r"--model no-such-net: no such network; shipped: default"),
     (["--iso", "-100"], r"--iso must be a positive number"),
     (["--strength", "3"], r"--strength must be from 0"),
+    (["--passes", "3"], r"--passes must be one of 1, 2, 4, 8"),
 ])
 def test_a_bad_option_value_is_a_usage_error_before_any_work(tmp_path, argv, message):
     """Named, exit 2, and nothing read or written: the input does not even exist."""

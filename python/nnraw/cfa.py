@@ -51,6 +51,22 @@ def is_xtrans(pattern: str | np.ndarray) -> bool:
     return arr.shape == (6, 6) and any(shifted(XTRANS, dy, dx) == as_string(arr) for dy in range(6) for dx in range(6))
 
 
+def transformed(pattern: str | np.ndarray, h: int, w: int, *, transpose: bool = False,
+                flip_h: bool = False, flip_v: bool = False) -> str:
+    """The top-left pattern of an ``h`` x ``w`` image (top-left pattern ``pattern``) after it is
+    transposed, then flipped left-right and/or upside down (in that order, as nnraw.infer's
+    self-ensemble does it). A flip of an odd-sized side brings a new phase: the far edge's."""
+    arr = as_array(pattern)
+    n = arr.shape[0]
+    hh, ww = (w, h) if transpose else (h, w)                 # the shape after the transpose
+    ys, xs = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    ys = hh - 1 - ys if flip_v else ys
+    xs = ww - 1 - xs if flip_h else xs
+    if transpose:
+        ys, xs = xs, ys
+    return as_string(arr[ys % n, xs % n])
+
+
 def colour_map(pattern: str | np.ndarray, h: int, w: int) -> np.ndarray:
     """int64 [h, w]: the colour index at every pixel of an image whose top-left pattern is ``pattern``."""
     arr = as_array(pattern)

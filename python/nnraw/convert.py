@@ -140,7 +140,8 @@ def pre_demosaic(mosaic: torch.Tensor, pattern: str, wb: np.ndarray, *, device: 
 
 
 def network(rgb: torch.Tensor, raw, *, model: str, iso: float | None, device: str,
-            strength: float = 1.0, profile: str | Path | NoiseProfile | None = None) -> torch.Tensor:
+            strength: float = 1.0, profile: str | Path | NoiseProfile | None = None,
+            passes: int | None = None) -> torch.Tensor:
     """Stage `network`: denoise camera RGB with ``model`` (identity for "none" and for strength 0).
 
     Raises:
@@ -150,7 +151,7 @@ def network(rgb: torch.Tensor, raw, *, model: str, iso: float | None, device: st
         return rgb
     infer = _import_infer(model)
     out = infer.denoise_camera_rgb(rgb, raw=raw, model=model, iso=iso, device=device, strength=strength, pattern=raw.pattern,
-                                   profile=profile)
+                                   profile=profile, passes=passes)
     if out.shape != rgb.shape:
         raise RuntimeError(f"network: model {model!r} returned shape {list(out.shape)}, expected {list(rgb.shape)}")
     return out.float().cpu()
@@ -282,6 +283,7 @@ def convert_file(
     preview: str | Path | None = None,
     compare: str | Path | None = None,
     profile: str | Path | NoiseProfile | None = None,
+    passes: int | None = None,
 ) -> ConvertResult:
     """Convert one raw file to a linear DNG. Never raises for a bad input: see ``ConvertResult.error``.
 
@@ -300,6 +302,8 @@ def convert_file(
         compare: also write a 2-layer GIMP XCF here (plain pre-demosaic, nnraw result).
         profile: a noise profile (a NoiseProfile, or a file of ``nnraw profile``) to use instead of the
             camera's at its ISO.
+        passes: the network's self-ensemble, 1, 2, 4 or 8 orientations (:func:`nnraw.infer.self_ensemble`);
+            default: the network's own (2 for the joint Bayer and X-Trans networks).
 
     Returns:
         ConvertResult (``ok`` False and ``error`` naming the file and the reason on failure; no
@@ -327,6 +331,7 @@ def convert_file(
             raise FileExistsError(f"{output_path}: output exists (use --overwrite to replace it)")
         dev = _resolve_device(device)
         strength = _check_strength(strength)
+        _check_passes(passes)
         if kind not in OUTPUT_KINDS:
             raise ValueError(f"output kind must be one of {', '.join(OUTPUT_KINDS)}, got {kind!r}")
         if model != "none" and strength != 0:
@@ -347,7 +352,7 @@ def convert_file(
         del mosaic
         with timer("network"):
             rgb = network(plain, raw, model=model, iso=iso if iso is not None else raw.iso, device=dev,
-                          strength=strength, profile=profile)
+                          strength=strength, profile=profile, passes=passes)
         if tuple(rgb.shape[-2:]) != (raw.height, raw.width):  # odd sizes were mirrored to even: crop back
             rgb = rgb[..., :raw.height, :raw.width].contiguous()
             plain = plain[..., :raw.height, :raw.width]
@@ -389,6 +394,16 @@ def _check_strength(strength) -> float:
     if not (0.0 <= s <= 2.0):   # also false for NaN
         raise ValueError(f"--strength must be from 0 (no denoising) to 2 (twice the measured noise), got {strength!r}")
     return s
+
+
+PASSES = (1, 2, 4, 8)   # nnraw.infer.PASSES (not imported: checking options needs no torch)
+
+
+def _check_passes(passes) -> None:
+    """None (the network's default) or one of :data:`PASSES`; ValueError in plain words otherwise."""
+    if passes is not None and passes not in PASSES:
+        raise ValueError(f"--passes must be one of {', '.join(map(str, PASSES))} (orientations the network "
+                         f"runs on and averages), got {passes!r}")
 
 
 def _describe(exc: Exception, input_path: Path) -> str:
@@ -503,6 +518,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how hard to denoise, 0 to 2 (default 1): the noise level the network is told is "
                              "scaled by S; 0 writes the plain pre-demosaic, 2 denoises as for twice the "
                              "measured noise")
+    parser.add_argument("--passes", type=int, metavar="N",
+                        help="the network runs on N orientations of the photo (1, 2, 4 or 8) and averages them: "
+                             "each pass costs one more network run and gains a little quality (default: the "
+                             "network's own, 2 for default and xtrans; 1 is twice as fast)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to compute (default: auto)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--preview", metavar="OUT.png", help="also write an sRGB PNG of the result (one input only)")
@@ -526,6 +545,7 @@ def _check_options(args: argparse.Namespace) -> None:
         raise ValueError(f"--iso must be a positive number, got {args.iso:g}")
     _resolve_device(args.device)
     _check_strength(args.strength)
+    _check_passes(args.passes)
     if args.model != "none" and args.strength != 0:
         _import_infer(args.model)
         from nnraw.models import available_models
@@ -615,7 +635,8 @@ def run(args: argparse.Namespace) -> int:
                 planned[key] = path
                 result = convert_file(path, output, model=args.model, strength=args.strength, kind=kind,
                                       iso=args.iso, device=args.device, overwrite=args.overwrite,
-                                      preview=args.preview, compare=args.compare, profile=args.profile)
+                                      preview=args.preview, compare=args.compare, profile=args.profile,
+                                      passes=args.passes)
             results.append(result)
             report(result)
     finally:

@@ -205,22 +205,24 @@ def tile_size(extent: int, tile: int, period: int = 2) -> int:
 
 @dataclass(frozen=True)
 class TileGrid:
-    """All output tiles of one image: same size ``th x tw``, origins on even coordinates."""
+    """All output tiles of one image: same size ``th x tw``, origins on even coordinates. ``add``: tiles
+    are added into the output instead of copied (the passes of :func:`self_ensemble` sum there)."""
 
     height: int
     width: int
     th: int
     tw: int
     halo: int
+    add: bool = False
 
     @classmethod
-    def plan(cls, height: int, width: int, tile: int, halo: int, period: int = 2) -> "TileGrid":
+    def plan(cls, height: int, width: int, tile: int, halo: int, period: int = 2, add: bool = False) -> "TileGrid":
         """``period``: the CFA period the tiles' origins keep (2; 6 for a network bound to one X-Trans
         pattern, ``model.cfa_period``: every tile then starts with the image's own pattern)."""
         if tile < 2:
             raise ValueError(f"{_OP}: tile must be >= 2, got {tile}")
         tile -= tile % 2
-        return cls(height, width, tile_size(height, tile, period), tile_size(width, tile, period), halo)
+        return cls(height, width, tile_size(height, tile, period), tile_size(width, tile, period), halo, add)
 
     @property
     def origins(self) -> list[tuple[int, int]]:
@@ -252,7 +254,8 @@ class TileGrid:
     def write(self, out: torch.Tensor, tile_out: torch.Tensor, y0: int, x0: int) -> None:
         """Copy the part of an output tile [N, 3, th, tw] that lies inside the image."""
         hh, ww = min(self.th, self.height - y0), min(self.tw, self.width - x0)
-        out[:, :, y0:y0 + hh, x0:x0 + ww].copy_(tile_out[:, :, :hh, :ww])
+        dst = out[:, :, y0:y0 + hh, x0:x0 + ww]
+        (dst.add_ if self.add else dst.copy_)(tile_out[:, :, :hh, :ww])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -293,6 +296,7 @@ def run_tiled(
     channels_last: bool = True,
     threads: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    add: bool = False,
 ) -> torch.Tensor:
     """Run ``model`` over ``rgb`` tile by tile; equals :func:`forward_whole` (bit-exact on CPU float32).
 
@@ -312,6 +316,7 @@ def run_tiled(
         channels_last: run in channels_last memory format.
         threads: CPU threads for torch (default: all cores of this process's affinity mask).
         progress: called as ``progress(done_tiles, total_tiles)`` after each batch.
+        add: add the result into ``out`` (which must be given) instead of overwriting it.
 
     Returns:
         Tensor[N, 3, H, W] float32 on ``rgb``'s device (``out`` when given).
@@ -330,6 +335,8 @@ def run_tiled(
     if batch < 1:
         raise ValueError(f"{_OP}: batch must be >= 1, got {batch}")
     n, _, height, width = rgb.shape
+    if add and out is None:
+        raise ValueError(f"{_OP}: add=True needs the output to add into (out=...)")
     if out is None:
         out = torch.empty((n, 3, height, width), dtype=torch.float32, device=rgb.device)
     elif out.shape != rgb.shape or out.dtype != torch.float32 or out.device != rgb.device:
@@ -345,7 +352,7 @@ def run_tiled(
     period = int(getattr(model, "cfa_period", 2))
     if halo % period:
         raise ValueError(f"{_OP}: model.halo {halo} must be a multiple of its cfa_period {period} (CFA phase)")
-    grid = TileGrid.plan(height, width, tile, halo, period)
+    grid = TileGrid.plan(height, width, tile, halo, period, add=add)
     origins = grid.origins
     total = n * len(origins)
     jobs = [(i, y, x) for i in range(n) for (y, x) in origins]
@@ -506,6 +513,75 @@ def _run_cuda_pipelined(runner, model, rgb, sigma, out, grid, batches, bmax, dev
 
 
 # --------------------------------------------------------------------------------------------------
+# Self-ensemble: the mean over orientations of the image
+# --------------------------------------------------------------------------------------------------
+
+DIHEDRAL = ((False, False, False), (True, False, False), (False, True, False), (False, False, True),
+            (False, True, True), (True, True, False), (True, False, True), (True, True, True))
+"""The 8 orientations of an image as (transpose, flip left-right, flip upside down), in the order the
+passes of :func:`self_ensemble` take them: 2 passes are the image and its transpose (a view: no copy
+of the image), 4 add the two flips (each a copy of the image and of its result), 8 take all."""
+
+PASSES = (1, 2, 4, 8)     # (nnraw.convert.PASSES checks --passes with the same values, without torch)
+
+
+def _orient(x: torch.Tensor, transpose: bool, flip_h: bool, flip_v: bool) -> torch.Tensor:
+    x = x.transpose(-1, -2) if transpose else x
+    dims = [d for d, on in ((-1, flip_h), (-2, flip_v)) if on]
+    return x.flip(dims) if dims else x
+
+
+def _unorient(x: torch.Tensor, transpose: bool, flip_h: bool, flip_v: bool) -> torch.Tensor:
+    dims = [d for d, on in ((-1, flip_h), (-2, flip_v)) if on]
+    x = x.flip(dims) if dims else x
+    return x.transpose(-1, -2) if transpose else x
+
+
+def self_ensemble(prepare: Callable[[str | None], nn.Module], rgb: torch.Tensor, sigma: SigmaArg = None, *,
+                  passes: int = 2, pattern: str | None = None,
+                  progress: Callable[[int, int], None] | None = None, **run_kw) -> torch.Tensor:
+    """The mean of a network's results over ``passes`` orientations of the image (:data:`DIHEDRAL`),
+    each pass run by :func:`run_tiled` (exact: tiled == whole) and turned back.
+
+    A network's errors that depend on the direction (zipper, maze and checkerboard residues of a
+    demosaic, the grain of the noise it leaves) differ between orientations and partly cancel
+    (Timofte et al. 2016's "self-ensemble"); on held-out photos 2 passes gained ~0.1 dB at every noise
+    level (docs/BENCHMARKS.md). Each pass costs one network run.
+
+    Args:
+        prepare: ``prepare(pattern)`` -> the module for an orientation whose top-left CFA pattern is
+            ``pattern`` (None when ``pattern`` is None).
+        rgb, sigma: as :func:`run_tiled` (``sigma`` a tensor or a pointwise function of the tile).
+        passes: 1, 2, 4 or 8 (:data:`PASSES`).
+        pattern: the CFA pattern of ``rgb[..., :n, :n]``; each orientation's is derived from it
+            (:func:`nnraw.cfa.transformed`). None for networks that need none.
+        progress: ``progress(done, total)`` over all passes' tiles.
+        run_kw: the other arguments of :func:`run_tiled`.
+    """
+    from nnraw import cfa
+
+    if passes not in PASSES:
+        raise ValueError(f"{_OP}: passes must be one of {', '.join(map(str, PASSES))}, got {passes!r}")
+    if passes == 1:
+        return run_tiled(prepare(pattern), rgb, sigma, progress=progress, **run_kw)
+    if isinstance(sigma, torch.Tensor) and sigma.shape != rgb.shape:
+        raise ValueError(f"{_OP}: sigma must have the image's shape {list(rgb.shape)}, got {list(sigma.shape)}")
+    h, w = rgb.shape[-2:]
+    out = torch.zeros(rgb.shape, dtype=torch.float32, device=rgb.device)
+    for k, (t, fh, fv) in enumerate(DIHEDRAL[:passes]):
+        pat = cfa.transformed(pattern, h, w, transpose=t, flip_h=fh, flip_v=fv) if pattern is not None else None
+        net = prepare(pat)
+        x = _orient(rgb, t, fh, fv)
+        s = _orient(sigma, t, fh, fv) if isinstance(sigma, torch.Tensor) else sigma
+        step = (lambda d, n, k=k: progress(k * n + d, passes * n)) if progress else None
+        if fh or fv:                                 # flips copy: run, then add the result turned back
+            out.add_(_unorient(run_tiled(net, x, s, progress=step, **run_kw), t, fh, fv))
+        else:                                        # the image or its transpose: add in place, through a view
+            run_tiled(net, x, s, out=_orient(out, t, False, False), add=True, progress=step, **run_kw)
+    return out.mul_(1.0 / passes)
+
+
+# --------------------------------------------------------------------------------------------------
 # Raw-domain entry point (called by nnraw.convert)
 # --------------------------------------------------------------------------------------------------
 
@@ -550,6 +626,7 @@ def denoise_camera_rgb(
     compile: bool = False,
     progress: Callable[[int, int], None] | None = None,
     pattern: str | None = None,
+    passes: int | None = None,
 ) -> torch.Tensor:
     """Denoise + demosaic-refine a pre-demosaiced camera-RGB image with a network, in tiles.
 
@@ -574,6 +651,9 @@ def denoise_camera_rgb(
         tile, batch, precision, compile, progress: see :func:`run_tiled`.
         pattern: the CFA pattern of ``rgb[..., :2, :2]`` (default ``raw.pattern``), for networks that
             re-sample the mosaic from the pre-demosaic (``needs_pattern``: nnraw.models.bayer_joint).
+        passes: the self-ensemble's orientations (:func:`self_ensemble`: 1, 2, 4 or 8; each one
+            network run); default: the network's ``default_passes`` (2 for the joint Bayer and X-Trans
+            networks, 1 for the others).
 
     Returns:
         Tensor[1, 3, H, W] float32 on rgb's device (``rgb`` itself when ``strength`` is 0).
@@ -586,13 +666,18 @@ def denoise_camera_rgb(
     dev = _resolve_device(device, rgb)
     net = resolve_model(model, dev, iso or (getattr(raw, "iso", None) if raw is not None else None))
     blended = net
-    if getattr(net, "needs_pattern", False):    # one CFA phase per image: tiles start at multiples of its period
+    passes = int(getattr(net, "default_passes", 1)) if passes is None else passes
+    needs_pattern = getattr(net, "needs_pattern", False)
+    if needs_pattern:               # one CFA phase per image: tiles start at multiples of its period
         from nnraw.models.bayer_joint import bind_pattern
 
-        net = bind_pattern(net, pattern or getattr(raw, "pattern", None))
+        pattern = pattern or getattr(raw, "pattern", None)
+        if pattern is None:
+            bind_pattern(net, None)                   # its error: the network needs the CFA pattern
     # Networks trained white balanced and encoded run in that domain, pointwise around them.
     wb = wb if wb is not None else (getattr(raw, "wb", None) if raw is not None else None)
-    net = in_domain(net, torch.as_tensor(np.asarray(wb, dtype=np.float32)) if wb is not None else None)
+    wb_t = torch.as_tensor(np.asarray(wb, dtype=np.float32)) if wb is not None else None
+    prepare = lambda pat: in_domain(bind_pattern(net, pat) if needs_pattern else net, wb_t)  # noqa: E731
     sigma_fn = None
     if getattr(net, "noise_conditioned", False):
         if sigma is not None:
@@ -606,6 +691,6 @@ def denoise_camera_rgb(
         if strength != 1.0:
             sigma_fn = scale_noise_map(sigma_fn, strength)
         noise_blend.apply(blended, sigma_fn)      # a blended network's weights for this photo's noise
-    out = run_tiled(net, rgb, sigma_fn, tile=tile, batch=batch, device=dev, precision=precision,
-                    compile=compile, progress=progress)
+    out = self_ensemble(prepare, rgb, sigma_fn, passes=passes, pattern=pattern if needs_pattern else None,
+                        tile=tile, batch=batch, device=dev, precision=precision, compile=compile, progress=progress)
     return blend_strength(rgb, out, strength)

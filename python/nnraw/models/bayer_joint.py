@@ -74,6 +74,7 @@ class BayerJointDenoiser(nn.Module):
 
     noise_conditioned = True
     needs_pattern = True
+    default_passes = 2            # nnraw.infer.self_ensemble: the image and its transpose (docs/BENCHMARKS.md)
 
     def __init__(self, width: int = 64, depth: int = 15, sigma_scale: float = 10.0, prelu_init: float = 0.0):
         super().__init__()

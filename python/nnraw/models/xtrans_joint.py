@@ -81,6 +81,7 @@ class XTransJointDenoiser(nn.Module):
 
     noise_conditioned = True
     needs_pattern = True
+    default_passes = 2            # nnraw.infer.self_ensemble: the image and its transpose (docs/BENCHMARKS.md)
     cfa_period = 6
     example_pattern = DEMOSAICNET_XTRANS      # a pattern it takes (nnraw.models.macs_per_pixel)
 
