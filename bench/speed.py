@@ -47,7 +47,7 @@ except ImportError:                    # ... else the checkout's python/ (the op
 
 from nnraw import convert  # noqa: E402
 from nnraw.highlights import recover_highlights  # noqa: E402
-from nnraw.infer import TileGrid, cpu_threads, resolve_model, run_tiled, self_ensemble  # noqa: E402
+from nnraw.infer import TileGrid, cpu_threads, default_passes, resolve_model, run_tiled, self_ensemble  # noqa: E402
 from nnraw.ops import HAVE_COMPILED  # noqa: E402  (False: the ops run their pure-PyTorch references)
 
 
@@ -158,7 +158,7 @@ def main() -> int:
     ap.add_argument("--precision", choices=("auto", "float32"), default="auto",
                     help="the network's precision (nnraw.infer.PRECISIONS; auto = bfloat16 trunk on AVX512_BF16 CPUs)")
     ap.add_argument("--passes", type=int, default=None,
-                    help="self-ensemble passes of the network stage (default: the model's own, as nnraw convert)")
+                    help="self-ensemble passes of the network stage (default: nnraw.infer.default_passes, as nnraw convert)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
     h, w = (int(v) for v in args.size.lower().split("x"))
@@ -188,7 +188,7 @@ def main() -> int:
             return out
 
         raw = stage("read", convert.read, src)
-        passes = args.passes or int(getattr(model, "default_passes", 1))
+        passes = args.passes or default_passes(model, dev, args.precision)
         unbound = model
         if getattr(model, "needs_pattern", False):   # the joint default re-samples the mosaic: bind its phase
             from nnraw.models.bayer_joint import bind_pattern

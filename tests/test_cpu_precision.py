@@ -1,5 +1,5 @@
-"""CPU precision "auto" (nnraw.infer.PRECISIONS): the joint default's half-resolution trunk runs in
-bfloat16 where the CPU has AVX512_BF16, float32 elsewhere; issue #17 allows it only if the held-out
+"""CPU precision "auto" (nnraw.infer.PRECISIONS): the joint default's half-resolution trunk (and the
+X-Trans network's convolutions 2..11) run in bfloat16 where the CPU has AVX512_BF16, float32 elsewhere; issue #17 allows it only if the held-out
 PSNR changes by <= 0.05 dB. (bench/cpu_bf16.py measures the speed: 2.5x on such a CPU.)"""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from nnraw import cfa
 from nnraw.infer import cpu_has_fast_bfloat16, run_tiled
 from nnraw.models import build_model, load_model
 from nnraw.models.bayer_joint import bind_pattern
@@ -47,9 +48,11 @@ def test_cpu_flag_is_read_from_the_cpu():
     assert cpu_has_fast_bfloat16() == ("avx512_bf16" in flags)
 
 
-def test_auto_precision_keeps_the_held_out_psnr():
-    """The shipped default, evaluate's protocol: auto vs float32, 2 crops per held-out source, neutral
-    and tungsten camera, ISO 100 and the NVIDIA level: no cell loses more than 0.05 dB."""
+@pytest.mark.parametrize("name", ["default", "xtrans"])
+def test_auto_precision_keeps_the_held_out_psnr(name):
+    """The shipped default and X-Trans networks, evaluate's protocol (X-Trans mosaics for ``xtrans``):
+    auto vs float32, one pass, 2 crops per held-out source, neutral and tungsten camera, ISO 100 and the
+    NVIDIA level: no cell loses more than 0.05 dB."""
     try:
         sources = {s: evaluate.scenes(s, 2, 128) for s in evaluate.HELD_OUT}
     except FileNotFoundError as exc:
@@ -58,7 +61,8 @@ def test_auto_precision_keeps_the_held_out_psnr():
         need_shared(SHARED, f"held-out photos ({exc})")
         raise
     torch.set_num_threads(2)
-    model = load_model("default")
+    model = load_model(name)
+    pattern = cfa.shifted(cfa.XTRANS, 1, 2) if name == "xtrans" else "RGGB"
     worst = []
     for source, items in sources.items():
         for wb_name in ("neutral", "tungsten"):
@@ -68,11 +72,13 @@ def test_auto_precision_keeps_the_held_out_psnr():
                 for k, (_, scene) in enumerate(items):
                     cam = evaluate.camera_rgb(scene, wb)
                     truth = evaluate.render(cam, wb)
-                    pre = evaluate.pre_demosaic(evaluate.noisy_mosaic(cam, level, seed=1000 * k + li), wb)
-                    a = evaluate.psnr(evaluate.render(evaluate.network(model, pre, wb, level, precision="float32"), wb), truth)
-                    b = evaluate.psnr(evaluate.render(evaluate.network(model, pre, wb, level, precision="auto"), wb), truth)
+                    noisy = evaluate.noisy_mosaic(cam, level, 1000 * k + li, pattern)
+                    pre = evaluate.pre_demosaic(noisy, wb, pattern=pattern)
+                    a, b = (evaluate.psnr(evaluate.render(evaluate.network(model, pre, wb, level, pattern=pattern,
+                                                                           precision=p, passes=1), wb), truth)
+                            for p in ("float32", "auto"))
                     change.append(b - a)
                 worst.append((float(np.mean(change)), f"{source}/{wb_name}/{level}"))
-    print("auto - float32 PSNR (dB): " + ", ".join(f"{n} {c:+.3f}" for c, n in worst))
-    c, name = min(worst)
-    assert c >= -MAX_PSNR_LOSS_DB, f"precision auto loses {-c:.3f} dB against float32 in {name}"
+    print(f"{name}: auto - float32 PSNR (dB): " + ", ".join(f"{n} {c:+.3f}" for c, n in worst))
+    c, cell = min(worst)
+    assert c >= -MAX_PSNR_LOSS_DB, f"{name}: precision auto loses {-c:.3f} dB against float32 in {cell}"

@@ -14,7 +14,7 @@ import torch
 
 from nnraw import cfa
 from nnraw.encoding import in_domain
-from nnraw.infer import DIHEDRAL, denoise_camera_rgb, forward_whole, self_ensemble
+from nnraw.infer import DIHEDRAL, cpu_has_fast_bfloat16, default_passes, denoise_camera_rgb, forward_whole, self_ensemble
 from nnraw.models import build_model
 from nnraw.models.bayer_joint import bind_pattern
 
@@ -100,23 +100,34 @@ def test_one_pass_is_the_network_itself_and_bad_counts_are_refused():
         self_ensemble(_prepare(net), rgb, _sigma, passes=3, pattern="RGGB")
 
 
-def test_denoise_camera_rgb_runs_the_networks_default_passes():
-    """The joint networks default to 2 passes (their ``default_passes``); ``passes`` overrides it."""
+def test_default_passes_follow_the_networks_speed():
+    """2 passes for the joint networks where they run fast (CUDA, or the bfloat16 trunk of a CPU with
+    AVX512_BF16), 1 in float32 on the CPU and for networks without ``default_passes``."""
+    net = build_model(BAYER_SMALL)
+    assert net.default_passes == 2 and build_model(XTRANS_SMALL).default_passes == 2
+    assert default_passes(net, torch.device("cuda")) == 2
+    assert default_passes(net, torch.device("cpu"), "auto") == (2 if cpu_has_fast_bfloat16() else 1)
+    assert default_passes(net, torch.device("cpu"), "float32") == 1
+    assert default_passes(build_model({"architecture": "reference", "params": {}}), torch.device("cuda")) == 1
+
+
+@pytest.mark.parametrize("precision", ["auto", "float32"])
+def test_denoise_camera_rgb_runs_the_default_passes(precision):
+    """Without ``passes`` denoise_camera_rgb runs :func:`default_passes`; ``passes`` overrides it."""
     net = _randomise(build_model(BAYER_SMALL), scale=0.1)
-    assert net.default_passes == 2
     rgb = torch.rand(1, 3, 36, 40, generator=torch.Generator().manual_seed(4))
-    kw = dict(model=net, sigma=0.02, wb=WB.numpy(), pattern="BGGR", device="cpu")
-    default = denoise_camera_rgb(rgb, **kw)
+    kw = dict(model=net, sigma=0.02, wb=WB.numpy(), pattern="BGGR", device="cpu", precision=precision)
     sigma = lambda x: torch.full_like(x, 0.02)            # noqa: E731
-    torch.testing.assert_close(default, self_ensemble(_prepare(net), rgb, sigma, passes=2, pattern="BGGR"),
-                               rtol=0, atol=0)
-    torch.testing.assert_close(denoise_camera_rgb(rgb, passes=1, **kw),
-                               forward_whole(_prepare(net)("BGGR"), rgb, sigma), rtol=0, atol=1e-6)
+    n = default_passes(net, torch.device("cpu"), precision)
+    want = self_ensemble(_prepare(net), rgb, sigma, passes=n, pattern="BGGR", precision=precision)
+    torch.testing.assert_close(denoise_camera_rgb(rgb, **kw), want, rtol=0, atol=0)
+    other = self_ensemble(_prepare(net), rgb, sigma, passes=3 - n, pattern="BGGR", precision=precision)
+    torch.testing.assert_close(denoise_camera_rgb(rgb, passes=3 - n, **kw), other, rtol=0, atol=0)
 
 
 def test_convert_passes_reach_the_network(tmp_path):
-    """``nnraw convert --passes``: 1 pass and the default 2 give different, close results; a bad count is
-    an error naming the option, before anything is written."""
+    """``nnraw convert --passes``: 1 and 2 passes give different, close results; a bad count is an error
+    naming the option, before anything is written."""
     import rawpy
 
     from dng_fixtures import write_bayer_dng
@@ -124,13 +135,13 @@ def test_convert_passes_reach_the_network(tmp_path):
 
     src = write_bayer_dng(tmp_path / "noisy.dng", pattern="GBRG", size=(70, 90)).path
     outs = {}
-    for passes in (1, None):
+    for passes in (1, 2):
         dst = tmp_path / f"out-{passes}.dng"
         result = convert_file(src, dst, passes=passes)
         assert result.ok, result.error
         with rawpy.imread(str(dst)) as raw:
             outs[passes] = raw.raw_image.astype(np.int64)
-    diff = np.abs(outs[1] - outs[None])
+    diff = np.abs(outs[1] - outs[2])
     assert diff.max() > 0 and diff.mean() < 0.01 * outs[1].mean()
     bad = convert_file(src, tmp_path / "bad.dng", passes=3)
     assert not bad.ok and "--passes must be one of 1, 2, 4, 8" in bad.error

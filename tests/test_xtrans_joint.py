@@ -295,7 +295,8 @@ def test_a_few_xtrans_steps_lower_the_loss(tmp_path):
 @pytest.mark.parametrize("k", [0, 7, 22, 35])
 def test_tiled_equals_whole(k):
     """Tiles start at multiples of 6 (the bound module's cfa_period) and the halo is a multiple of 6, so
-    every tile, like the padded whole image, starts with the image's own pattern."""
+    every tile, like the padded whole image, starts with the image's own pattern. In float32: tiles this
+    small take other oneDNN bfloat16 kernels than the whole image (the next test checks "auto")."""
     from nnraw.infer import TileGrid, forward_whole, run_tiled
 
     net = bind_pattern(_randomise(build_model(SMALL)), PHASES[k])
@@ -303,11 +304,27 @@ def test_tiled_equals_whole(k):
     g = torch.Generator().manual_seed(5)
     rgb = torch.rand(1, 3, 41, 47, generator=g)                # odd, not multiples of the tile
     sigma_fn = lambda x: 0.02 + 0.05 * x                      # noqa: E731 (pointwise, like a profile)
-    whole = forward_whole(net, rgb, sigma_fn)
+    whole = forward_whole(net, rgb, sigma_fn, precision="float32")
     for tile in (12, 16, 20):                                 # 16 and 20 round to multiples of 6
         grid = TileGrid.plan(41, 47, tile, net.halo, 6)
         assert all(y % 6 == 0 and x % 6 == 0 for y, x in grid.origins)
-        torch.testing.assert_close(run_tiled(net, rgb, sigma_fn, tile=tile, threads=1), whole, rtol=0, atol=1e-6)
+        torch.testing.assert_close(run_tiled(net, rgb, sigma_fn, tile=tile, threads=1, precision="float32"), whole,
+                                   rtol=0, atol=1e-6)
+
+
+def test_tiled_equals_whole_at_real_tile_sizes_under_auto():
+    """The shipped network under precision "auto" (its trunk in bfloat16 where the CPU has AVX512_BF16):
+    tiles of hundreds of pixels, as nnraw convert cuts them, give the whole image's numbers exactly."""
+    from nnraw.infer import forward_whole, run_tiled
+
+    net = bind_pattern(load_model("xtrans"), PHASES[22])
+    rgb = torch.rand(1, 3, 400, 430, generator=torch.Generator().manual_seed(6))
+    sigma_fn = lambda x: 0.01 + 0.02 * x                      # noqa: E731
+    torch.set_num_threads(2)                                  # the same threads for both (oneDNN's blocking)
+    whole = forward_whole(net, rgb, sigma_fn, precision="auto")
+    assert net.net.trunk_bfloat16 == __import__("nnraw.infer").infer.cpu_has_fast_bfloat16()
+    torch.testing.assert_close(run_tiled(net, rgb, sigma_fn, tile=204, precision="auto", threads=2), whole,
+                               rtol=0, atol=0)
 
 
 def test_tiled_equals_whole_full_size_in_the_encoded_domain():

@@ -303,7 +303,7 @@ def convert_file(
         profile: a noise profile (a NoiseProfile, or a file of ``nnraw profile``) to use instead of the
             camera's at its ISO.
         passes: the network's self-ensemble, 1, 2, 4 or 8 orientations (:func:`nnraw.infer.self_ensemble`);
-            default: the network's own (2 for the joint Bayer and X-Trans networks).
+            default: :func:`nnraw.infer.default_passes` (2 for the joint networks where they run fast).
 
     Returns:
         ConvertResult (``ok`` False and ``error`` naming the file and the reason on failure; no
@@ -520,8 +520,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "measured noise")
     parser.add_argument("--passes", type=int, metavar="N",
                         help="the network runs on N orientations of the photo (1, 2, 4 or 8) and averages them: "
-                             "each pass costs one more network run and gains a little quality (default: the "
-                             "network's own, 2 for default and xtrans; 1 is twice as fast)")
+                             "each pass costs one more network run and gains a little quality (default: 2 for "
+                             "default and xtrans on a CPU with AVX512_BF16 or a GPU, else 1)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to compute (default: auto)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--preview", metavar="OUT.png", help="also write an sRGB PNG of the result (one input only)")

@@ -71,7 +71,8 @@ activations for one tile stay ~53 MB each (half resolution, 48 channels)."""
 PRECISIONS = {"auto": None, "float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
 """``auto`` is float32, except on a CPU with AVX512_BF16 (:func:`cpu_has_fast_bfloat16`) for networks
 with a ``trunk_bfloat16`` switch (nnraw.models.bayer_joint: its half-resolution trunk in bfloat16,
-2.5x faster there, held-out PSNR within 0.05 dB, docs/BENCHMARKS.md). Elsewhere bfloat16 convolutions
+2.5x faster there; nnraw.models.xtrans_joint: convolutions 2..11; held-out PSNR within 0.05 dB,
+docs/BENCHMARKS.md). Elsewhere bfloat16 convolutions
 ran 9x slower than float32 (AVX2 only), so it stays off. ``float32`` is float32 throughout."""
 
 
@@ -525,6 +526,16 @@ of the image), 4 add the two flips (each a copy of the image and of its result),
 PASSES = (1, 2, 4, 8)     # (nnraw.convert.PASSES checks --passes with the same values, without torch)
 
 
+def default_passes(model: nn.Module, device: torch.device, precision: str = "auto") -> int:
+    """The self-ensemble's passes when none are asked for: the network's ``default_passes`` (2 for the
+    joint Bayer and X-Trans networks) where it runs fast, on CUDA or on a CPU whose bfloat16 trunk
+    precision "auto" switches on (:func:`cpu_has_fast_bfloat16`): the time the trunk saves pays for
+    the second pass. 1 elsewhere, so that float32 CPUs keep their speed (docs/BENCHMARKS.md: 24 MP in
+    58 s with 2 passes under auto, 104 s in float32)."""
+    fast = torch.device(device).type == "cuda" or (precision == "auto" and cpu_has_fast_bfloat16())
+    return int(getattr(model, "default_passes", 1)) if fast else 1
+
+
 def _orient(x: torch.Tensor, transpose: bool, flip_h: bool, flip_v: bool) -> torch.Tensor:
     x = x.transpose(-1, -2) if transpose else x
     dims = [d for d, on in ((-1, flip_h), (-2, flip_v)) if on]
@@ -652,8 +663,8 @@ def denoise_camera_rgb(
         pattern: the CFA pattern of ``rgb[..., :2, :2]`` (default ``raw.pattern``), for networks that
             re-sample the mosaic from the pre-demosaic (``needs_pattern``: nnraw.models.bayer_joint).
         passes: the self-ensemble's orientations (:func:`self_ensemble`: 1, 2, 4 or 8; each one
-            network run); default: the network's ``default_passes`` (2 for the joint Bayer and X-Trans
-            networks, 1 for the others).
+            network run); default: :func:`default_passes` (2 for the joint Bayer and X-Trans networks
+            on CUDA and on CPUs with AVX512_BF16, 1 otherwise).
 
     Returns:
         Tensor[1, 3, H, W] float32 on rgb's device (``rgb`` itself when ``strength`` is 0).
@@ -666,7 +677,7 @@ def denoise_camera_rgb(
     dev = _resolve_device(device, rgb)
     net = resolve_model(model, dev, iso or (getattr(raw, "iso", None) if raw is not None else None))
     blended = net
-    passes = int(getattr(net, "default_passes", 1)) if passes is None else passes
+    passes = default_passes(net, dev, precision) if passes is None else passes
     needs_pattern = getattr(net, "needs_pattern", False)
     if needs_pattern:               # one CFA phase per image: tiles start at multiples of its period
         from nnraw.models.bayer_joint import bind_pattern

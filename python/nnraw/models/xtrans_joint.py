@@ -102,6 +102,11 @@ class XTransJointDenoiser(nn.Module):
         self.post_conv = nn.Conv2d(3 + width, width, 3)
         self.post_prelu = make_prelu(width, prelu_init)
         self.output = nn.Conv2d(width, 3, 1)
+        # Convolutions 2..depth (64 -> 64, 91 % of the MACs) under CPU bfloat16 autocast; conv1 (it
+        # reads the mosaic and the noise map) and the head with the mosaic skip stay float32, as
+        # bayer_joint's trunk. nnraw.infer sets it (precision "auto", CPUs with AVX512_BF16); training
+        # never does. Measured: docs/BENCHMARKS.md (tests/test_cpu_precision.py holds it to 0.05 dB).
+        self.trunk_bfloat16 = False
 
     def for_pattern(self, pattern: str | Sequence[str]) -> PatternBound:
         """This network with ``pattern`` fixed: the two-argument module nnraw.infer runs."""
@@ -127,9 +132,12 @@ class XTransJointDenoiser(nn.Module):
         [N, 1, S, S] (already scaled) or None -> [N, 3, S - 24, S - 24] at offset 12."""
         if sigma_mosaic is None:
             sigma_mosaic = mosaic.new_zeros(mosaic.shape[0], 1, *mosaic.shape[-2:])
-        x = torch.cat([mosaic, sigma_mosaic], 1)
-        for conv, act in zip(self.convs, self.prelus):
-            x = _prelu(act, conv(x))
+        x = _prelu(self.prelus[0], self.convs[0](torch.cat([mosaic, sigma_mosaic], 1)))
+        bf16 = self.trunk_bfloat16 and x.device.type == "cpu" and x.dtype == torch.float32
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            for conv, act in zip(self.convs[1:], self.prelus[1:]):
+                x = _prelu(act, conv(x))
+        x = x.float()
         c = (mosaic.shape[-1] - x.shape[-1]) // 2
         skip = mosaic[..., c:c + x.shape[-2], c:c + x.shape[-1]]
         return self.output(_prelu(self.post_prelu, self.post_conv(torch.cat([skip, x], 1))))
