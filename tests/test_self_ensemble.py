@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_bayer_joint import _randomise
 
 from nnraw import cfa
 from nnraw.encoding import in_domain
@@ -21,14 +22,6 @@ from nnraw.models.bayer_joint import bind_pattern
 BAYER_SMALL = {"architecture": "bayer_joint", "params": {"width": 8, "depth": 3}, "domain": "srgb"}
 XTRANS_SMALL = {"architecture": "xtrans_joint", "params": {"width": 8, "depth": 3}, "domain": "srgb"}
 WB = torch.tensor([2.0, 1.0, 1.6])
-
-
-def _randomise(model: torch.nn.Module, seed: int = 0, scale: float = 0.2) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * scale)
-    return model.eval()
 
 
 def _prepare(net):
