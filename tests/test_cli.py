@@ -83,6 +83,8 @@ def test_info_lists_every_shipped_model_and_the_default():
         assert sensor in lines[name] and "kMAC/pixel" in lines[name], lines[name]
     assert "[default]" in lines["default"] and "any ISO" in lines["default"]
     assert "trained at ISO 1600 only" in lines["reference-iso1600"]
+    for name in names:                       # the self-ensemble's passes (nnraw.infer.default_passes)
+        assert ("2 passes on a GPU or a CPU with AVX512_BF16" in lines[name]) == (name in ("default", "xtrans")), lines[name]
     info = json.loads(nnraw("info", "--json").stdout)
     models = {m["name"]: m for m in info["models"]}
     assert sorted(models) == names

@@ -189,8 +189,9 @@ def describe_models(weights_dir: Path | None = None) -> list[dict]:
             with torch.device("meta"):
                 model = build_model(config).eval()
             kmac = round(macs_per_pixel(model) / 1000, 1)
+            passes = int(getattr(model, "default_passes", 1))
         except Exception:  # noqa: BLE001  (a listing must not fail on one odd model)
-            kmac = None
+            kmac, passes = None, 1
         out.append({
             "name": name,
             "default": name == DEFAULT_MODEL,
@@ -199,6 +200,7 @@ def describe_models(weights_dir: Path | None = None) -> list[dict]:
             "sensor": config_sensor(config),
             "kmac_per_pixel": kmac,
             "speed": None if kmac is None else ("fast" if kmac < 60 else "standard" if kmac < 250 else "slow"),
+            "passes_where_fast": passes,      # nnraw.infer.default_passes: on CUDA or a CPU with AVX512_BF16
             "summary": config.get("summary", ""),
         })
     return out
@@ -209,6 +211,8 @@ def format_models(models: list[dict]) -> str:
     lines = [f"models ({len(models)} shipped; `nnraw convert --model NAME`, `--model none` for no network):"]
     for m in models:
         cost = f"{m['kmac_per_pixel']:g} kMAC/pixel, {m['speed']}" if m["kmac_per_pixel"] is not None else "cost unknown"
+        if m.get("passes_where_fast", 1) > 1:
+            cost += f", {m['passes_where_fast']} passes on a GPU or a CPU with AVX512_BF16"
         mark = "  [default]" if m["default"] else ""
         lines.append(f"  {m['name']:20s} {m['sensor']}, {m['noise']}; {cost}{mark}")
         if m["summary"]:
