@@ -531,7 +531,7 @@ def default_passes(model: nn.Module, device: torch.device, precision: str = "aut
     joint Bayer and X-Trans networks) where it runs fast, on CUDA or on a CPU whose bfloat16 trunk
     precision "auto" switches on (:func:`cpu_has_fast_bfloat16`): the time the trunk saves pays for
     the second pass. 1 elsewhere, so that float32 CPUs keep their speed (docs/BENCHMARKS.md: 24 MP in
-    58 s with 2 passes under auto, 104 s in float32)."""
+    58 s with 2 passes under auto, 61 s with 1 in float32, 104 s with 2 in float32)."""
     fast = torch.device(device).type == "cuda" or (precision == "auto" and cpu_has_fast_bfloat16())
     return int(getattr(model, "default_passes", 1)) if fast else 1
 
