@@ -554,10 +554,12 @@ def self_ensemble(prepare: Callable[[str | None], nn.Module], rgb: torch.Tensor,
     """The mean of a network's results over ``passes`` orientations of the image (:data:`DIHEDRAL`),
     each pass run by :func:`run_tiled` (exact: tiled == whole) and turned back.
 
-    A network's errors that depend on the direction (zipper, maze and checkerboard residues of a
-    demosaic, the grain of the noise it leaves) differ between orientations and partly cancel
-    (Timofte et al. 2016's "self-ensemble"); on held-out photos 2 passes gained ~0.1 dB at every noise
-    level (docs/BENCHMARKS.md). Each pass costs one network run.
+    A network's errors that depend on the direction (zipper and maze residues of a demosaic, the grain
+    of the noise it leaves) differ between orientations and partly cancel (Timofte et al. 2016's
+    "self-ensemble"); on held-out photos 2 passes gained ~0.1 dB at every noise level
+    (docs/BENCHMARKS.md). A residue tied to the CFA grid itself, such as the default's green
+    checkerboard (tests/test_artifacts.py), turns with the pattern and does not cancel. Each pass costs
+    one network run.
 
     Args:
         prepare: ``prepare(pattern)`` -> the module for an orientation whose top-left CFA pattern is
