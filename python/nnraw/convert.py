@@ -29,11 +29,14 @@ import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+from nnraw.noise.choose import ProfileScaledWarning
 
 if TYPE_CHECKING:  # pragma: no cover
     from nnraw.noise.model import NoiseProfile
@@ -350,9 +353,15 @@ def convert_file(
             plain = pre_demosaic(mosaic, raw.pattern, raw.wb, device=dev)
             plain = recover_highlights(plain, raw.wb, inplace=True)  # clipped green from R and B (nnraw.highlights)
         del mosaic
-        with timer("network"):
+        with timer("network"), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ProfileScaledWarning)
             rgb = network(plain, raw, model=model, iso=iso if iso is not None else raw.iso, device=dev,
                           strength=strength, profile=profile, passes=passes)
+        for w in caught:              # the profile checked against the photo: a note; others as they were
+            if issubclass(w.category, ProfileScaledWarning):
+                result.notes.append(f"{input_path}: {w.message}")
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         if tuple(rgb.shape[-2:]) != (raw.height, raw.width):  # odd sizes were mirrored to even: crop back
             rgb = rgb[..., :raw.height, :raw.width].contiguous()
             plain = plain[..., :raw.height, :raw.width]

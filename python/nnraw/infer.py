@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nnraw.models import noise_blend
-from nnraw.noise.choose import choose_noise_profile
+from nnraw.noise.choose import CHECK_MAX_SIDE, ProfileScaledWarning, check_against_photo, choose_noise_profile
 from nnraw.strength import blend_strength, check_strength, scale_noise_map
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -622,6 +623,29 @@ def resolve_model(model: str | nn.Module, device: torch.device, iso: float | Non
     return load_model(model, device)
 
 
+def _checked_profile(prof: "NoiseProfile", rgb: torch.Tensor, pattern: str | None) -> "NoiseProfile":
+    """``prof`` checked against the photo's flat areas (:func:`nnraw.noise.choose.check_against_photo`,
+    on the CFA samples of a centre crop, which the pre-demosaic keeps exactly); a
+    :class:`~nnraw.noise.choose.ProfileScaledWarning` says when it was scaled down."""
+    if pattern is None or rgb.shape[0] != 1:
+        return prof
+    from nnraw import cfa
+
+    n = cfa.period(pattern)
+    h, w = rgb.shape[-2:]
+    side = CHECK_MAX_SIDE
+    top, left = max(0, (h - side) // (2 * n) * n), max(0, (w - side) // (2 * n) * n)
+    crop = rgb[0, :, top:top + side, left:left + side].float().cpu()
+    masks = torch.from_numpy(cfa.masks(pattern, crop.shape[-2], crop.shape[-1]))
+    mosaic = (crop * masks).sum(0).numpy()
+    checked, k = check_against_photo(prof, mosaic, pattern)
+    if k != 1.0:
+        warnings.warn(f"the noise profile ({prof.name or 'unnamed'}) claims more noise than the photo's flat areas "
+                      f"show: the network is told {k:.2f} x its noise (a wrong camera, ISO or profile?)",
+                      ProfileScaledWarning, stacklevel=3)
+    return checked
+
+
 def denoise_camera_rgb(
     rgb: torch.Tensor,
     *,
@@ -700,6 +724,7 @@ def denoise_camera_rgb(
             sigma_fn = lambda x: torch.full_like(x, const)  # noqa: E731
         else:
             prof, _ = choose_noise_profile(profile=profile, raw=raw, iso=iso)
+            prof = _checked_profile(prof, rgb, pattern or getattr(raw, "pattern", None))
             sigma_fn = lambda x: prof.sigma_map(x.clamp(0.0, 1.0))  # noqa: E731
         if strength != 1.0:
             sigma_fn = scale_noise_map(sigma_fn, strength)

@@ -62,11 +62,13 @@ class BlockStatistics:
 
 
 def _planes(mosaic: np.ndarray, pattern: str) -> list[tuple[int, np.ndarray]]:
-    """The four colour planes of a Bayer mosaic as (channel, plane) pairs."""
+    """The colour planes of a mosaic as (channel, plane) pairs: one per site of the pattern's period
+    (four for a 2x2 Bayer pattern, 36 for a 6x6 X-Trans one)."""
+    n = 6 if len(pattern) == 36 else 2
     out = []
     for k, colour in enumerate(pattern):
-        dy, dx = divmod(k, 2)
-        out.append((CHANNEL_OF[colour], mosaic[dy::2, dx::2]))
+        dy, dx = divmod(k, n)
+        out.append((CHANNEL_OF[colour], mosaic[dy::n, dx::n]))
     return out
 
 
@@ -211,8 +213,9 @@ def estimate_scene_profile(mosaic: np.ndarray, pattern: str, *, name: str = "", 
     """
     m = np.asarray(mosaic, np.float64)
     h, w = m.shape
-    top = max(0, (h - max_side) // 4 * 2)
-    left = max(0, (w - max_side) // 4 * 2)            # even offsets keep the CFA phase
+    n = 6 if len(pattern) == 36 else 2                # offsets in whole periods keep the CFA phase
+    top = max(0, (h - max_side) // (2 * n) * n)
+    left = max(0, (w - max_side) // (2 * n) * n)
     m = m[top:top + max_side, left:left + max_side]
     stats = scene_block_statistics(m, pattern, block=block)
     keep = stats.mean < max_mean
