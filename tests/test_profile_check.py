@@ -124,3 +124,18 @@ def test_convert_tells_when_it_scales_the_profile(tmp_path):
             r"is told 0\.3\d x its noise")
     assert re.search(told, said["wrong"]), said["wrong"]
     assert len(notes["wrong"]) == 1 and re.search(told, notes["wrong"][0]), notes["wrong"]
+
+
+@pytest.mark.parametrize("pattern, size", [("RGGB", (1, 1)), ("RGGB", (15, 9)), (XTRANS, (42, 42)), (XTRANS, (6, 6))])
+def test_an_image_smaller_than_a_block_keeps_the_profile(pattern, size):
+    """A tiny crop has no 8x8 block of same-colour pixels: nothing to measure, the profile stays."""
+    mosaic = sampled(noisy(chart(*size)), pattern)
+    wrong = TRUE.noise_times(3)
+    assert check_against_photo(wrong, mosaic, pattern) == (wrong, 1.0)
+
+
+def test_a_tiny_flat_xtrans_crop_is_measured():
+    """43x50 px: one block in some of the 36 planes and none in others (this crashed `nnraw convert`
+    on a 43x50 X-Trans DNG before the planes without a block were skipped)."""
+    mosaic = sampled(noisy(chart(43, 50)), XTRANS)               # inside one flat patch
+    assert check_against_photo(TRUE.noise_times(3), mosaic, XTRANS)[1] == pytest.approx(1 / 3, rel=0.2)

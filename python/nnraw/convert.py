@@ -461,7 +461,9 @@ words:
   pre-demosaic  the classic (not learned) edge-aware demosaic that nnraw runs first and the network
                 then improves; --model none or --strength 0 writes it alone
   noise level   the network is told how noisy each pixel is, from your camera's noise profile at the
-                photo's ISO (darktable's profiles), so one network serves every ISO
+                photo's ISO (darktable's profiles), so one network serves every ISO; a profile
+                that claims more noise than the photo's flat areas show is scaled down to them
+                (and nnraw says so), so a wrong profile does not smear detail
 """
 
 

@@ -57,6 +57,8 @@ class BlockStatistics:
 
     @staticmethod
     def concatenate(parts: Sequence["BlockStatistics"]) -> "BlockStatistics":
+        if not parts:
+            return BlockStatistics(np.zeros(0), np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64))
         return BlockStatistics(*(np.concatenate([getattr(p, f) for p in parts])
                                  for f in ("mean", "variance", "channel", "count")))
 
@@ -134,6 +136,8 @@ def scene_block_statistics(mosaic: np.ndarray, pattern: str, block: int = 8,
     parts = []
     for k, (channel, plane) in enumerate(_planes(m, pattern)):
         b = _blocks(plane, block)
+        if len(b) == 0:                # a plane smaller than one block (a tiny image)
+            continue
         vh = (b[:, :, 1:] - b[:, :, :-1]).reshape(len(b), -1).var(1, ddof=1) / 2
         vv = (b[:, 1:, :] - b[:, :-1, :]).reshape(len(b), -1).var(1, ddof=1) / 2
         flat = b.reshape(len(b), -1).T
