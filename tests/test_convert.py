@@ -388,3 +388,25 @@ def _noise_ratio(tmp_path, kind: str) -> float:
 def test_default_model_denoises_a_flat_raw(tmp_path, kind):
     """The default network at least halves the noise of a flat noisy raw against --model none (the pre-demosaic)."""
     assert _noise_ratio(tmp_path, kind) < NOISE_RATIO_LIMIT
+
+
+@pytest.mark.parametrize("size", [(24, 30), (23, 31), (64, 25)])
+def test_a_raw_smaller_than_the_networks_halo_is_denoised(tmp_path, size):
+    """LibRaw reads raws from ~22 px, the default network's halo is 32: such a raw is mirrored at its
+    bottom and right edges for the network and cropped back (it failed with "too small for a model
+    with halo 32" before 2026-12-07). The output has the raw's size and is denoised."""
+    from dng_fixtures import flat_noise_std, write_noisy_bayer_dng
+
+    from nnraw.noise.model import NoiseProfile
+
+    src = write_noisy_bayer_dng(tmp_path / "small.dng", size=size, noise_std=0.03).path
+    profile = tmp_path / "p.json"
+    NoiseProfile(a=(0.0,) * 3, b=(0.03 ** 2,) * 3, name="write_noisy_bayer_dng").save(profile)
+    std = {}
+    for model in ("none", "default"):
+        out = tmp_path / f"{model}.dng"
+        assert main(["convert", str(src), "-o", str(out), "--model", model, "--profile", str(profile), "--quiet"]) == 0
+        img = stored_image(out)
+        assert img.shape[:2] == size
+        std[model] = flat_noise_std(img, margin=4)
+    assert std["default"] < NOISE_RATIO_LIMIT * std["none"], std

@@ -323,3 +323,19 @@ def test_convert_runs_the_network_stage_end_to_end(tmp_path, monkeypatch):
     result = convert.convert_file(raw_file.path, tmp_path / "out.dng", model="default", iso=800, device="cpu")
     assert result.ok, result.error
     assert result.stages["network"] > 0
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (5, 2), (9, 33), (40, 40)])
+def test_mirrored_to_keeps_the_top_left_and_mirrors_bottom_and_right(shape):
+    from nnraw.infer import mirrored_to
+
+    x = torch.arange(float(shape[0] * shape[1])).reshape(1, 1, *shape).expand(1, 3, *shape).contiguous()
+    y = mirrored_to(x, 34)
+    h, w = shape
+    assert y.shape[-2] == max(h + h % 2, 34) and y.shape[-1] == max(w + w % 2, 34)
+    assert torch.equal(y[..., :h, :w], x)                         # the photo itself, at [0, 0]
+    if 1 < h < y.shape[-2]:
+        assert torch.equal(y[..., h, :w], x[..., h - 2, :])       # reflection without repeating the edge row
+    if 1 < w < y.shape[-1]:
+        assert torch.equal(y[..., :h, w], x[..., :, w - 2])
+    assert set(y.unique().tolist()) <= set(x.unique().tolist())    # nothing but the photo's own pixels

@@ -133,6 +133,22 @@ def _check_sigma(sigma: SigmaArg, rgb: torch.Tensor, model: nn.Module) -> None:
                          f"got {list(sigma.shape)}")
 
 
+def mirrored_to(x: torch.Tensor, min_side: int) -> torch.Tensor:
+    """``x`` [..., H, W] mirrored at its bottom and right edges (reflection without repeating the edge,
+    again and again while the image is shorter than the padding; a side of 1 pixel is repeated) until
+    both sides are at least ``min_side`` and even. Its top-left corner, and so its CFA phase, stays."""
+    for dim in (-2, -1):
+        target = max(x.shape[dim], min_side)
+        target += target % 2
+        while x.shape[dim] < target:
+            n = x.shape[dim]
+            p = min(target - n, n - 1)
+            pads = (0, 0, 0, p) if dim == -2 else (0, p, 0, 0)
+            x = F.pad(x, pads, mode="reflect") if p > 0 else F.pad(
+                x, (0, 0, 0, target - n) if dim == -2 else (0, target - n, 0, 0), mode="replicate")
+    return x
+
+
 def reflect_pad(x: torch.Tensor, halo: int) -> torch.Tensor:
     """Tensor[N, C, H, W] -> Tensor[N, C, H + 2 halo, W + 2 halo], mirrored without repeating the edge."""
     if halo == 0:
@@ -702,6 +718,15 @@ def denoise_camera_rgb(
         return rgb
     dev = _resolve_device(device, rgb)
     net = resolve_model(model, dev, iso or (getattr(raw, "iso", None) if raw is not None else None))
+    h, w = rgb.shape[-2:]
+    if rgb.dim() == 4 and min(h, w) <= model_halo(net):
+        # A photo smaller than the network's halo (LibRaw reads raws from ~22 px): mirrored at its bottom
+        # and right edges, where the CFA phase of [0, 0] stays, until the halo fits; then cropped back.
+        grown = mirrored_to(rgb, model_halo(net) + 1)
+        return denoise_camera_rgb(grown, raw=raw, model=net, iso=iso, device=device, profile=profile, sigma=sigma,
+                                  wb=wb, strength=strength, tile=tile, batch=batch, precision=precision,
+                                  compile=compile, progress=progress, pattern=pattern,
+                                  passes=passes)[..., :h, :w].contiguous()
     blended = net
     passes = default_passes(net, dev, precision) if passes is None else passes
     needs_pattern = getattr(net, "needs_pattern", False)
