@@ -410,3 +410,16 @@ def test_a_raw_smaller_than_the_networks_halo_is_denoised(tmp_path, size):
         assert img.shape[:2] == size
         std[model] = flat_noise_std(img, margin=4)
     assert std["default"] < NOISE_RATIO_LIMIT * std["none"], std
+
+
+def test_a_guessed_noise_profile_is_a_note_on_the_photo(tmp_path, capsys):
+    """No ISO in the metadata and nothing flat to measure: the network is told ISO 100, and convert says so
+    as a note naming the file (stderr, and `notes` in --json), not as a Python warning."""
+    src = write_bayer_dng(tmp_path / "no iso.dng").path           # the synthetic scene: busy, no ISO tag
+    assert main(["convert", str(src), "-o", str(tmp_path / "a.dng")]) == 0
+    err = capsys.readouterr().err
+    assert f"{src}: " in err and "assuming ISO 100" in err and "pass --iso N" in err, err
+    assert "Warning" not in err, err
+    assert main(["convert", str(src), "-o", str(tmp_path / "b.dng"), "--json"]) == 0
+    notes = json.loads(capsys.readouterr().out)["results"][0]["notes"]
+    assert len(notes) == 1 and "assuming ISO 100" in notes[0], notes

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from nnraw.noise.choose import ProfileScaledWarning
+from nnraw.noise.choose import ProfileWarning
 
 if TYPE_CHECKING:  # pragma: no cover
     from nnraw.noise.model import NoiseProfile
@@ -354,11 +354,11 @@ def convert_file(
             plain = recover_highlights(plain, raw.wb, inplace=True)  # clipped green from R and B (nnraw.highlights)
         del mosaic
         with timer("network"), warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ProfileScaledWarning)
+            warnings.simplefilter("always", ProfileWarning)
             rgb = network(plain, raw, model=model, iso=iso if iso is not None else raw.iso, device=dev,
                           strength=strength, profile=profile, passes=passes)
-        for w in caught:              # the profile checked against the photo: a note; others as they were
-            if issubclass(w.category, ProfileScaledWarning):
+        for w in caught:              # what the noise profile is based on: a note on the photo; others as they were
+            if issubclass(w.category, ProfileWarning):
                 result.notes.append(f"{input_path}: {w.message}")
             else:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

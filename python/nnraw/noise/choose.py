@@ -22,6 +22,11 @@ from nnraw.noise.profile import (darktable_profile, estimate_scene_profile, load
 _OP = "nnraw.noise.choose"
 
 
+class ProfileWarning(RuntimeWarning):
+    """The noise profile of a photo is a guess (no ISO, nothing flat to measure) or was corrected;
+    ``nnraw convert`` shows these as notes on the photo."""
+
+
 def choose_noise_profile(*, profile: str | Path | NoiseProfile | None = None, raw: Any = None,
                          iso: float | None = None) -> tuple[NoiseProfile, str]:
     """The noise profile for an image and where it came from (for the log).
@@ -68,7 +73,7 @@ def measured_profile(raw: Any) -> tuple[NoiseProfile, str]:
     except ValueError as exc:
         warnings.warn(f"{_OP}: the ISO is unknown ({getattr(raw, 'make', '')} {getattr(raw, 'model', '')} "
                       f"metadata has ISO {getattr(raw, 'iso', None)}) and {exc}; assuming ISO 100 — "
-                      "pass --iso N or --profile FILE", RuntimeWarning, stacklevel=3)
+                      "pass --iso N or --profile FILE", ProfileWarning, stacklevel=3)
         return reference_profile(100), "assumed ISO 100 (no ISO in the metadata, no flat areas to measure)"
     return found, f"estimated from the image (no ISO in the metadata): a={found.a[1]:.3g}, b={found.b[1]:.3g}"
 
@@ -98,7 +103,7 @@ def _darktable_table():
 # variance), so where they show clearly less noise than the profile claims, the profile is scaled
 # down to what they show. A profile that claims too little cannot be told from texture this way
 # (docs/NOISE.md): it is kept; the network then denoises less, which never makes a photo worse.
-class ProfileScaledWarning(UserWarning):
+class ProfileScaledWarning(ProfileWarning):
     """The noise profile was scaled down to the photo's noise (:func:`check_against_photo`)."""
 
 
