@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from nnraw.install_plugin import LUARC_MARKED
+from dng_fixtures import write_bayer_dng
 from test_dng import exiftool_tags
 
 from plugin_env import REPO, clean_env, lua_string, python_binds, require_subcommand, write_nnraw_command
@@ -42,7 +43,8 @@ local function run(tag, paths)
     table.sort(members)
     report:write(table.concat({{tag, tostring(r.ok), r.source.filename, r.output or "",
       r.image and r.image.filename or "", r.source.group_leader.filename, table.concat(members, "|"),
-      ((tostring(r.error or "")):gsub("[\\t\\n]", " "))}}, "\\t"), "\\n")
+      ((tostring(r.error or "")):gsub("[\\t\\n]", " ")),
+      ((table.concat(r.notes or {{}}, " | ")):gsub("[\\t\\n]", " "))}}, "\\t"), "\\n")
   end
 end
 local ok, err = pcall(function()
@@ -60,6 +62,7 @@ local ok, err = pcall(function()
   dt.preferences.write("nnraw", "output_kind", "string", "cfa")
   report:write("command\\t", nnraw.convert_command("x.dng"), "\\n")
   run("cfa", {{{cfa}}})
+  run("guessed", {{{busy}}})
 end)
 if not ok then report:write("lua-error\\t", tostring(err), "\\n") end
 report:close()
@@ -78,6 +81,7 @@ def _prepare(tmp_path: Path, canon_dng: Path) -> tuple[Path, list[Path], Path]:
     again = photos / "again.dng"
     shutil.copyfile(canon_dng, again)
     shutil.copyfile(canon_dng, photos / "bayer.dng")
+    busy = write_bayer_dng(photos / "busy.dng").path     # no ISO and nothing flat: nnraw assumes ISO 100
     nnraw_command = write_nnraw_command(tmp_path)
     require_subcommand(nnraw_command, "convert")
     report = tmp_path / "report.tsv"
@@ -86,7 +90,7 @@ def _prepare(tmp_path: Path, canon_dng: Path) -> tuple[Path, list[Path], Path]:
         script=lua_string(str(SCRIPT)), report=lua_string(str(report)), nnraw=lua_string(str(nnraw_command)),
         raws=", ".join(lua_string(str(r)) for r in raws), not_raw=lua_string(str(not_raw)),
         missing=lua_string(str(tmp_path / "no such dir" / "nnraw")), again=lua_string(str(again)),
-        cfa=lua_string(str(photos / "bayer.dng")),
+        cfa=lua_string(str(photos / "bayer.dng")), busy=lua_string(str(busy)),
     ))
     return driver, raws, report
 
@@ -109,25 +113,26 @@ def _check_report(report: Path, raws: list[Path], proc: subprocess.CompletedProc
 
     converted = by_tag["raws"]
     assert [r[2] for r in converted] == [p.name for p in raws]
-    for (_, ok, source, output, dng_name, leader, members, error), raw in zip(converted, raws):
+    for (_, ok, source, output, dng_name, leader, members, error, notes), raw in zip(converted, raws):
         expected = raw.with_name(raw.stem + "-nnraw.dng")
         assert ok == "true", f"{source}: {error}"
         assert output == str(expected) and expected.exists()
         assert dng_name == expected.name
         assert leader == expected.name, "the DNG leads the group by default"
         assert members.split("|") == sorted([raw.name, expected.name])
+        assert notes == "", f"{source}: nnraw had nothing to note on the Canon raw: {notes!r}"
     assert raws[0].read_bytes() == raws[1].read_bytes(), "originals are never modified"
 
-    (_, ok, source, output, dng_name, leader, members, error), = by_tag["not-a-raw"]
+    (_, ok, source, output, dng_name, leader, members, error, _notes), = by_tag["not-a-raw"]
     assert ok == "false" and source == "notes.png" and not dng_name
     assert "notes.png" in error, f"nnraw's message should name the file: {error!r}"
     assert members == "notes.png", "nothing grouped on failure"
 
-    (_, ok, source, output, dng_name, leader, members, error), = by_tag["no-program"]
+    (_, ok, source, output, dng_name, leader, members, error, _notes), = by_tag["no-program"]
     assert ok == "false" and "not found" in error, f"a missing nnraw program must be reported: {error!r}"
     assert "nnraw: again.dng failed" in proc.stdout + proc.stderr, "failures are printed (dt.print)"
 
-    (_, ok, source, output, dng_name, leader, members, error), = by_tag["raw-leads"]
+    (_, ok, source, output, dng_name, leader, members, error, _notes), = by_tag["raw-leads"]
     assert ok == "true", error
     assert leader == "again.dng", "with 'keep the raw as group leader' the group keeps its leader"
     assert members.split("|") == ["again-nnraw.dng", "again.dng"]
@@ -135,11 +140,17 @@ def _check_report(report: Path, raws: list[Path], proc: subprocess.CompletedProc
     # the strength and output preferences reach the command line and the DNG
     (_, command), = by_tag["command"]
     assert "--strength 0.50" in command and "--output cfa" in command, command
-    (_, ok, source, output, dng_name, leader, members, error), = by_tag["cfa"]
+    (_, ok, source, output, dng_name, leader, members, error, _notes), = by_tag["cfa"]
     assert ok == "true", error
     tags = exiftool_tags(Path(output))
     assert tags["SubIFD:PhotometricInterpretation"] == 32803, "a Bayer (CFA) DNG"
     assert tags["IFD0:Software"].endswith("(model default, strength 0.5, output cfa)"), tags["IFD0:Software"]
+
+    # nnraw's notes on a photo (here: no ISO, nothing flat to measure) reach the photographer
+    (_, ok, source, output, dng_name, leader, members, error, notes), = by_tag["guessed"]
+    assert ok == "true", error
+    assert "busy.dng" in notes and "assuming ISO 100" in notes, notes
+    assert "assuming ISO 100" in proc.stdout + proc.stderr, "notes are printed (dt.print)"
 
 
 def test_darktable_42_host_converts_imports_and_groups(tmp_path, canon_dng):

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dng_fixtures import write_bayer_dng
+
 from plugin_env import REPO, python_binds, require_subcommand, write_nnraw_command
 
 pytestmark = pytest.mark.slow
@@ -131,10 +133,11 @@ def gimp_run(tmp_path_factory):
     require_subcommand(write_nnraw_command(here), "convert")
     profile = here / "profile"
     install("gimp", profile)
-    raw_names = ["canon.dng", "it's a test ü.dng", "notes.png"]
+    raw_names = ["canon.dng", "it's a test ü.dng", "notes.png", "busy.dng"]
     shutil.copyfile(raw, here / raw_names[0])
     shutil.copyfile(raw, here / raw_names[1])
     shutil.copyfile(raw.parent / "halide_bayer_small.png", here / raw_names[2])
+    write_bayer_dng(here / raw_names[3])            # no ISO, nothing flat: nnraw notes that it assumes ISO 100
     clean, noisy = _noisy_image(np.random.default_rng(7))
     (here / "noisy.f32").write_bytes(noisy.tobytes())
     batch = here / "batch.py"
@@ -146,6 +149,7 @@ def gimp_run(tmp_path_factory):
     report_path = here / "report.json"
     assert report_path.exists(), f"GIMP wrote no report (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
     report = json.loads(report_path.read_text())
+    report["console"] = proc.stdout + proc.stderr
     print(json.dumps(report, indent=1))
     assert "python-error" not in report, report["python-error"] + proc.stderr
     return here, report, clean, noisy
@@ -203,6 +207,14 @@ def test_gimp_loader_opens_raw_as_linear_float(gimp_run):
     a = np.frombuffer((here / "canon.dng.gimp.f32").read_bytes(), np.float32)
     b = np.frombuffer((here / "it's a test ü.dng.gimp.f32").read_bytes(), np.float32)
     np.testing.assert_array_equal(a, b)
+
+
+def test_gimp_loader_shows_nnraw_notes(gimp_run):
+    """nnraw's notes on a photo (here: it had to assume ISO 100) reach the photographer as GIMP messages."""
+    _, report, _, _ = gimp_run
+    entry = report["load"]["busy.dng"]
+    assert entry["status"] == "success", entry
+    assert "busy.dng" in report["console"] and "assuming ISO 100" in report["console"], report["console"][-2000:]
 
 
 def test_gimp_loader_reports_nnraw_errors(gimp_run):

@@ -363,7 +363,8 @@ local function run_shell(cmd)
   return status
 end
 
---- Run `nnraw convert --json` on one raw; returns ok, output path or error message.
+--- Run `nnraw convert --json` on one raw; returns ok, output path or error message, and nnraw's
+-- notes on the photo (a list: e.g. the noise profile it had to guess or correct).
 local function convert_one(opts, raw_path)
   local json_path, err_path = temp_path(".json"), temp_path(".err")
   local ok_cmd, cmd = pcall(convert_command, opts, raw_path, json_path, err_path)
@@ -377,7 +378,7 @@ local function convert_one(opts, raw_path)
   local parsed_ok, report = pcall(json_decode, stdout_text)
   if parsed_ok and type(report) == "table" and type(report.results) == "table" and report.results[1] then
     local r = report.results[1]
-    if r.ok and r.output then return true, r.output end
+    if r.ok and r.output then return true, r.output, (type(r.notes) == "table" and r.notes or {}) end
     return false, r.error or last_message(stderr_text) or string.format(_("nnraw exited with status %s"), status)
   end
   -- no report: nnraw did not start (not installed?) or crashed
@@ -409,7 +410,8 @@ end
 --- Convert darktable images (a list, e.g. dt.gui.action_images) with nnraw.
 -- Each DNG is imported and grouped with its raw. `job` (optional) is a dt.gui job: its progress bar
 -- advances per file and a cancelled job stops before the next file. Returns a list of
--- {source = image, ok = bool, output = path, image = imported DNG, error = message}, in order.
+-- {source = image, ok = bool, output = path, image = imported DNG, error = message, notes = {nnraw's
+-- notes on the photo}}, in order.
 local function convert_images(images, job)
   local opts = settings()
   local list = {}
@@ -424,7 +426,12 @@ local function convert_images(images, job)
     local result = {source = image, ok = false}
     -- no image.is_raw filter: darktable sets it only once an image was loaded; nnraw itself
     -- refuses non-raw input with a message naming the file
-    local ok, out = convert_one(opts, raw_path)
+    local ok, out, notes = convert_one(opts, raw_path)
+    result.notes = notes or {}
+    for _j, note in ipairs(result.notes) do   -- what nnraw assumed about this photo: the photographer sees it
+      dt.print_log("nnraw: " .. note)
+      dt.print("nnraw: " .. note)
+    end
     if ok then
       local imported, dng_or_err = pcall(import_and_group, image, out, opts.dng_leads_group)
       result.ok, result.output = imported, out

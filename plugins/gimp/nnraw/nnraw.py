@@ -322,6 +322,8 @@ def load_raw(procedure, run_mode, file, metadata, flags, config, data):
             raise NnrawError("unexpected report from nnraw convert: {!r}".format(report[:200])) from exc
         if not result.get("ok"):
             raise NnrawError(result.get("error") or "nnraw convert failed on {}".format(path))
+        for note in result.get("notes") or []:      # what nnraw assumed about the photo (e.g. its noise)
+            Gimp.message("nnraw: {}".format(note))
         run_nnraw(["dng-to-tiff", dng, tif], "nnraw: reading the linear DNG")
         w, h, rgb = read_float_tiff(tif)
         image = Gimp.Image.new_with_precision(w, h, Gimp.ImageBaseType.RGB, Gimp.Precision.FLOAT_LINEAR)
