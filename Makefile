@@ -86,7 +86,9 @@ train-joint: install
 # linear grey 0.18: ISO 100, 400, 1600, 3200, 6400 of the bench), then reinstalls.
 # Trains nothing; commit the two files.
 DEFAULT_BLEND ?= 0.00346:0.1 0.00588:0.2 0.0113:0.75 0.0158:0.9 0.0212:1.0
-XTRANS_BLEND ?= $(DEFAULT_BLEND)
+# X-Trans: more of the fine-tuned weights at ISO 100 and 400 (bench/blend_sweep.py --model xtrans, 2026-12-07:
+# alpha 0.5 led alpha 0.1-0.2 there by ~0.2 dB on the selection crops; 1600 up as the Bayer default)
+XTRANS_BLEND ?= 0.00346:0.45 0.00588:0.5 0.0113:0.75 0.0158:0.9 0.0212:1.0
 export-joint: install
 	$(VENV)/bin/nnraw train configs/joint.toml --run-dir runs/joint --export-only --export-name default \
 	  --weights-dir python/nnraw/weights
