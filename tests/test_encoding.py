@@ -56,7 +56,7 @@ def test_linear_encoding_is_the_seed_pre_demosaic():
 
 
 def test_encoded_pre_demosaic_is_better_on_a_held_out_photo():
-    """The measurement behind the design (bench/encodings.py): on a real photo, under tungsten light,
+    """The measurement behind the design (bench/encoding_domains.py): on a real photo, under tungsten light,
     the encoded pre-demosaic beats the linear one by more than 1 dB at ISO 100."""
     from nnraw.training import evaluate as ev
 

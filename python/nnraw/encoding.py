@@ -18,7 +18,7 @@ The curves are continued by their tangent lines outside [0, 1] (below black: noi
 white-balanced highlights), so they are invertible everywhere and never flat (a clamp would give
 training no gradient there).
 
-Encodings (for the measurement in bench/encodings.py; the shipped networks use "srgb"):
+Encodings (for the measurement in bench/encoding_domains.py; the shipped networks use "srgb"):
   linear  the identity (the seed system's domain)
   srgb    the sRGB transfer curve (IEC 61966-2-1)
   sqrt    the square root (variance-stabilising for pure shot noise), linear below 1e-3

@@ -7,7 +7,7 @@ which it is best is the domain in which the interpolation assumption (smooth col
 holds best. White balance is applied first for every encoding except "linear (camera)", the seed's
 unbalanced domain, measured for reference.
 
-    PYTHONPATH=python python bench/encodings.py [--images 8 --crop 192]
+    PYTHONPATH=python python bench/encoding_domains.py [--images 8 --crop 192]
 """
 
 from __future__ import annotations
