@@ -10,7 +10,7 @@ BUILD_DEPS := pybind11 scikit-build-core ninja "cmake>=3.28"
 APT_PACKAGES := libimage-exiftool-perl darktable xvfb xauth debootstrap
 SAMPLE := samples/canon550d_colorchart_crop.dng
 
-.PHONY: demo test test-fast install wheel system-deps dev bench clean cuda-check cuda-build-check gpu-wheels train-joint export-joint train-xtrans export-xtrans
+.PHONY: demo test test-fast install wheel system-deps dev bench clean cuda-check cuda-build-check gpu-wheels train-joint export-joint train-xtrans export-xtrans train-xtrans-data train-xtrans-cast
 
 $(VENV)/.deps-stamp: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -98,14 +98,24 @@ export-joint: install
 # The X-Trans network (issue #18, configs/xtrans.toml): demosaicnet's X-Trans weights fine-tuned
 # noise-aware, in the background and resumable from runs/xtrans/checkpoint.pt, on the same data as
 # train-joint. Log: runs/xtrans/train.log; progress: `python bench/run_progress.py runs/xtrans --markdown`.
-train-xtrans: install
+train-xtrans-data: install
 	test -f $(TRAIN_DATA)/dataset.json || $(VENV)/bin/nnraw dataset build $(SHARED_TRAIN)/bsds432 $(SHARED_TRAIN)/urban50 \
 	  $(SHARED_TRAIN)/sunhays80 $(SHARED_TRAIN)/wikipedia $(SHARED_TRAIN)/skimage -o $(TRAIN_DATA) --val-fraction 0 --crop 160 \
 	  --hold-out $(SHARED_TRAIN)/wikipedia --hold-out $(SHARED_TRAIN)/skimage
+
+train-xtrans: train-xtrans-data
 	mkdir -p runs/xtrans
 	OMP_WAIT_POLICY=PASSIVE setsid nohup nice -n 10 $(VENV)/bin/nnraw train configs/xtrans.toml --data $(TRAIN_DATA) \
 	  --run-dir runs/xtrans --threads 2 >> runs/xtrans/train.log 2>&1 < /dev/null &
 	@echo "training in the background: tail -f runs/xtrans/train.log"
+
+# The X-Trans colour cast (configs/xtrans-cast.toml): runs/xtrans continued from step 13300 with the cast
+# priced in relative linear units, in the background, resumable from runs/xtrans-cast/checkpoint.pt.
+train-xtrans-cast: train-xtrans-data
+	mkdir -p runs/xtrans-cast
+	OMP_WAIT_POLICY=PASSIVE setsid nohup nice -n 10 $(VENV)/bin/nnraw train configs/xtrans-cast.toml --data $(TRAIN_DATA) \
+	  --run-dir runs/xtrans-cast --threads 2 >> runs/xtrans-cast/train.log 2>&1 < /dev/null &
+	@echo "training in the background: tail -f runs/xtrans-cast/train.log"
 
 # Ship the X-Trans run's latest checkpoint as python/nnraw/weights/xtrans.{safetensors,json} (float16),
 # which `nnraw convert --model default` then runs on X-Trans raws; reinstalls. Commit the two files.

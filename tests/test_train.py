@@ -244,3 +244,23 @@ def test_mean_shift_prices_a_cast_and_only_a_cast():
     assert T.mean_shift(t + noise, t).abs().max() < 1e-6
     cast = t + torch.tensor([0.0, 0.0, 0.03]).reshape(1, 3, 1, 1)
     assert torch.allclose(T.mean_shift(cast, t), torch.full((2,), 0.03 ** 2 / 3), atol=1e-7)
+
+
+def test_relative_mean_shift_prices_a_relative_cast_whatever_the_exposure():
+    g = torch.Generator().manual_seed(0)
+    t = torch.rand(2, 3, 16, 16, generator=g) * 0.5 + 0.2
+    noise = torch.randn(2, 3, 16, 16, generator=g) * 0.05
+    noise -= noise.mean((-2, -1), keepdim=True)
+    assert T.relative_mean_shift(t + noise, t).abs().max() < 1e-10
+    gain = torch.tensor([1.0, 1.0, 1.01]).reshape(1, 3, 1, 1)   # +1 % blue
+    bright, dark = T.relative_mean_shift(t * gain, t, floor=0.0), T.relative_mean_shift(0.1 * t * gain, 0.1 * t, floor=0.0)
+    assert torch.allclose(bright, torch.full((2,), 0.01 ** 2 / 3), rtol=1e-4)
+    assert torch.allclose(dark, bright, rtol=1e-4)                # relative: exposure does not matter
+    assert (T.relative_mean_shift(0.01 * t * gain, 0.01 * t) < 0.1 * bright).all()   # the floor damps near-black crops
+
+
+def test_a_bad_mean_domain_is_refused(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[loss]\nmean_domain = "srgb"\n')
+    with pytest.raises(ValueError, match="loss.mean_domain must be 'loss' or 'relative_linear', got 'srgb'"):
+        T.load_config(cfg)

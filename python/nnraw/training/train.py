@@ -48,7 +48,8 @@ DEFAULTS: dict = {
              "iso": 1600, "camera": "dataset", "pre_demosaic": "linear"},
     "optim": {"lr": 1e-3, "betas": [0.9, 0.999], "weight_decay": 0.0, "grad_clip": 1.0},
     "schedule": {"steps": 1000, "warmup": 50, "final_lr_fraction": 0.02},
-    "loss": {"alpha": 0.84, "mode": "whole", "domain": "linear", "balance": "none", "mean_weight": 0.0},
+    "loss": {"alpha": 0.84, "mode": "whole", "domain": "linear", "balance": "none", "mean_weight": 0.0,
+             "mean_domain": "loss"},
     "validate": {"every": 100, "crops": 16, "levels": ["iso1600"], "seed": 1234},
     "checkpoint": {"every": 100},
     "amp": True,
@@ -79,6 +80,9 @@ def load_config(path: str | Path) -> dict:
     balance = cfg["loss"]["balance"]
     if balance not in ("none", "log"):
         raise ValueError(f"nnraw train: {path}: loss.balance must be 'none' or 'log', got {balance!r}")
+    if cfg["loss"]["mean_domain"] not in ("loss", "relative_linear"):
+        raise ValueError(f"nnraw train: {path}: loss.mean_domain must be 'loss' or 'relative_linear', "
+                         f"got {cfg['loss']['mean_domain']!r}")
     camera = cfg["data"]["camera"]
     if camera not in ("dataset", "random"):
         raise ValueError(f"nnraw train: {path}: data.camera must be 'dataset' or 'random', got {camera!r}")
@@ -154,6 +158,16 @@ def mean_shift(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     flipping sign at its optimum, which swamped Adam's step sizes and stalled training (tests/test_train.py).
     """
     return (pred.mean((-2, -1)) - target.mean((-2, -1))).square().mean(1)
+
+
+def relative_mean_shift(pred: torch.Tensor, target: torch.Tensor, floor: float = 0.01) -> torch.Tensor:
+    """Per sample: the mean over channels of ((mean(pred) - mean(target)) / (mean(target) + floor))^2,
+    on linear camera RGB: Tensor[N]. The cast as the quality guards measure it (a channel mean's
+    relative shift, whatever the white balance and exposure), where :func:`mean_shift` in sRGB prices
+    a 1 % linear cast at mid grey ~10x less than a 1 % shift here (``loss.mean_domain``). ``floor``
+    keeps dark crops from dominating."""
+    m, t = pred.mean((-2, -1)), target.mean((-2, -1))
+    return ((m - t) / (t.abs() + floor)).square().mean(1)
 
 
 def training_objective(per_sample: torch.Tensor, balance: str) -> torch.Tensor:
@@ -583,6 +597,7 @@ def train(cfg: dict, run_dir: str | Path, *, steps: int | None = None, max_minut
     alpha, mode, domain = float(cfg["loss"]["alpha"]), cfg["loss"]["mode"], cfg["loss"]["domain"]
     balance = cfg["loss"]["balance"]
     mean_weight = float(cfg["loss"]["mean_weight"])
+    mean_relative = cfg["loss"]["mean_domain"] == "relative_linear"
     domain_net = cfg["model"].get("domain", "linear") != "linear"
     if domain_net:
         from nnraw.encoding import in_domain
@@ -626,7 +641,8 @@ def train(cfg: dict, run_dir: str | Path, *, steps: int | None = None, max_minut
         p_dom, t_dom = to_loss_domain(pred, wb, domain), to_loss_domain(target, wb, domain)
         per_sample = mixed_loss(p_dom, t_dom, alpha, mode)
         if mean_weight:
-            per_sample = per_sample + mean_weight * mean_shift(p_dom, t_dom)
+            shift = relative_mean_shift(pred, target) if mean_relative else mean_shift(p_dom, t_dom)
+            per_sample = per_sample + mean_weight * shift
         loss = per_sample.mean().detach()        # logged; the objective may weigh the samples differently
         opt.zero_grad(set_to_none=True)
         scaler.scale(training_objective(per_sample, balance)).backward()
