@@ -119,8 +119,10 @@ train-xtrans-cast: train-xtrans-data
 
 # Ship the X-Trans run's latest checkpoint as python/nnraw/weights/xtrans.{safetensors,json} (float16),
 # which `nnraw convert --model default` then runs on X-Trans raws; reinstalls. Commit the two files.
+XTRANS_RUN ?= runs/xtrans-cast
+XTRANS_CONFIG ?= configs/xtrans-cast.toml
 export-xtrans: install
-	$(VENV)/bin/nnraw train configs/xtrans.toml --run-dir runs/xtrans --export-only --export-name xtrans \
+	$(VENV)/bin/nnraw train $(XTRANS_CONFIG) --run-dir $(XTRANS_RUN) --export-only --export-name xtrans \
 	  --weights-dir python/nnraw/weights
 	$(PY) -m nnraw.training.blend xtrans $(XTRANS_BLEND) -w python/nnraw/weights
 	$(MAKE) install
