@@ -140,12 +140,8 @@ def mirrored_to(x: torch.Tensor, min_side: int) -> torch.Tensor:
     for dim in (-2, -1):
         target = max(x.shape[dim], min_side)
         target += target % 2
-        while x.shape[dim] < target:
-            n = x.shape[dim]
-            p = min(target - n, n - 1)
-            pads = (0, 0, 0, p) if dim == -2 else (0, p, 0, 0)
-            x = F.pad(x, pads, mode="reflect") if p > 0 else F.pad(
-                x, (0, 0, 0, target - n) if dim == -2 else (0, target - n, 0, 0), mode="replicate")
+        if target > x.shape[dim]:
+            x = x.index_select(dim, reflect_indices(0, target, x.shape[dim]).to(x.device))
     return x
 
 
@@ -641,17 +637,15 @@ def resolve_model(model: str | nn.Module, device: torch.device, iso: float | Non
 
 def _checked_profile(prof: "NoiseProfile", rgb: torch.Tensor, pattern: str | None) -> "NoiseProfile":
     """``prof`` checked against the photo's flat areas (:func:`nnraw.noise.choose.check_against_photo`,
-    on the CFA samples of a centre crop, which the pre-demosaic keeps exactly); a
+    on the CFA samples of the centre crop it measures, cut here so that no full-size mosaic is built;
+    the pre-demosaic keeps the samples exactly); a
     :class:`~nnraw.noise.choose.ProfileScaledWarning` says when it was scaled down."""
     if pattern is None or rgb.shape[0] != 1:
         return prof
     from nnraw import cfa
+    from nnraw.noise.profile import centre_window
 
-    n = cfa.period(pattern)
-    h, w = rgb.shape[-2:]
-    side = CHECK_MAX_SIDE
-    top, left = max(0, (h - side) // (2 * n) * n), max(0, (w - side) // (2 * n) * n)
-    crop = rgb[0, :, top:top + side, left:left + side].float().cpu()
+    crop = rgb[(0, slice(None)) + centre_window(*rgb.shape[-2:], pattern, CHECK_MAX_SIDE)].float().cpu()
     masks = torch.from_numpy(cfa.masks(pattern, crop.shape[-2], crop.shape[-1]))
     mosaic = (crop * masks).sum(0).numpy()
     checked, k = check_against_photo(prof, mosaic, pattern)

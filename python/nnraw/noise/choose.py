@@ -16,7 +16,7 @@ import numpy as np
 
 from nnraw.io.raw import normalise
 from nnraw.noise.model import NoiseProfile, reference_profile
-from nnraw.noise.profile import (darktable_profile, estimate_scene_profile, load_darktable_profiles,
+from nnraw.noise.profile import (centre_window, darktable_profile, estimate_scene_profile, load_darktable_profiles,
                                  scene_block_statistics)
 
 _OP = "nnraw.noise.choose"
@@ -121,19 +121,16 @@ def check_against_photo(profile: NoiseProfile, mosaic: np.ndarray, pattern: str,
     ``limit`` x the profile's; and the scale ``k`` of its noise std (1.0: kept as it is).
 
     ``mosaic``: float [H, W], the CFA samples normalised by black and white level (the units of
-    ``profile``); ``pattern``: its 4- or 36-letter CFA pattern at [0, 0]. The measure is the median,
-    over flat blocks (:func:`nnraw.noise.profile.scene_block_statistics`: the horizontal, vertical
-    and plane-residual estimates agree) 2.5 of their own noise sigmas above black (noise clipped at black
-    has less variance) and below 0.9, of each block's noise variance over the profile's at its level: the
-    photo's noise variance in units of the profile's is their 20th percentile over its value where
-    every block is pure noise (flat blocks with texture only raise the upper ones); ``k`` is its root.
+    ``profile``); ``pattern``: its 4- or 36-letter CFA pattern at [0, 0]. Measured on a centre crop
+    of at most CHECK_MAX_SIDE: each flat block's (:func:`nnraw.noise.profile.scene_block_statistics`:
+    the horizontal, vertical and plane-residual estimates agree) noise variance over the profile's at
+    its level, for blocks below 0.9 and 2.5 of their own noise sigmas above black (noise clipped at
+    black has less variance). The photo's noise variance in units of the profile's is the 20th
+    percentile of those ratios over its value where every block is pure noise (flat blocks with
+    texture only raise the upper ones); ``k`` is its root.
     """
     m = np.asarray(mosaic, np.float64)
-    n = 6 if len(pattern) == 36 else 2
-    h, w = m.shape
-    top = max(0, (h - CHECK_MAX_SIDE) // (2 * n) * n)      # whole periods: the pattern stays at [0, 0]
-    left = max(0, (w - CHECK_MAX_SIDE) // (2 * n) * n)
-    stats = scene_block_statistics(m[top:top + CHECK_MAX_SIDE, left:left + CHECK_MAX_SIDE], pattern)
+    stats = scene_block_statistics(m[centre_window(*m.shape, pattern, CHECK_MAX_SIDE)], pattern)
     expected = (np.asarray(profile.a, np.float64)[stats.channel] * stats.mean
                 + np.asarray(profile.b, np.float64)[stats.channel])
     keep = (stats.mean < 0.9) & (expected > 0) & (stats.mean > 2.5 * np.sqrt(stats.variance))

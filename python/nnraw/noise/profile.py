@@ -31,6 +31,7 @@ from typing import Sequence
 
 import numpy as np
 
+from nnraw.cfa import period
 from nnraw.noise.model import NoiseProfile, _loglog_interp
 
 CHANNEL_OF = {"R": 0, "G": 1, "B": 2}
@@ -66,12 +67,20 @@ class BlockStatistics:
 def _planes(mosaic: np.ndarray, pattern: str) -> list[tuple[int, np.ndarray]]:
     """The colour planes of a mosaic as (channel, plane) pairs: one per site of the pattern's period
     (four for a 2x2 Bayer pattern, 36 for a 6x6 X-Trans one)."""
-    n = 6 if len(pattern) == 36 else 2
+    n = period(pattern)
     out = []
     for k, colour in enumerate(pattern):
         dy, dx = divmod(k, n)
         out.append((CHANNEL_OF[colour], mosaic[dy::n, dx::n]))
     return out
+
+
+def centre_window(h: int, w: int, pattern: str, side: int) -> tuple[slice, slice]:
+    """Rows and columns of a centre crop of at most ``side`` x ``side`` of an h x w mosaic, starting at
+    whole CFA periods so that ``pattern`` stays the crop's pattern at [0, 0]."""
+    n = period(pattern)
+    top, left = max(0, (h - side) // (2 * n) * n), max(0, (w - side) // (2 * n) * n)
+    return slice(top, top + side), slice(left, left + side)
 
 
 def _blocks(plane: np.ndarray, block: int) -> np.ndarray:
@@ -216,11 +225,7 @@ def estimate_scene_profile(mosaic: np.ndarray, pattern: str, *, name: str = "", 
         ValueError: too few flat blocks, or not at two brightness levels.
     """
     m = np.asarray(mosaic, np.float64)
-    h, w = m.shape
-    n = 6 if len(pattern) == 36 else 2                # offsets in whole periods keep the CFA phase
-    top = max(0, (h - max_side) // (2 * n) * n)
-    left = max(0, (w - max_side) // (2 * n) * n)
-    m = m[top:top + max_side, left:left + max_side]
+    m = m[centre_window(*m.shape, pattern, max_side)]
     stats = scene_block_statistics(m, pattern, block=block)
     keep = stats.mean < max_mean
     if keep.sum() < 16:
