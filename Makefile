@@ -10,7 +10,7 @@ BUILD_DEPS := pybind11 scikit-build-core ninja "cmake>=3.28"
 APT_PACKAGES := libimage-exiftool-perl darktable xvfb xauth debootstrap
 SAMPLE := samples/canon550d_colorchart_crop.dng
 
-.PHONY: demo test test-fast install wheel system-deps dev bench clean cuda-check cuda-build-check gpu-wheels train-joint export-joint train-xtrans export-xtrans train-xtrans-data train-xtrans-cast
+.PHONY: demo test test-fast install wheel system-deps dev bench clean cuda-check cuda-build-check gpu-wheels train-joint export-joint train-xtrans export-xtrans train-xtrans-data train-xtrans-cast train-joint-cast
 
 $(VENV)/.deps-stamp: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -80,6 +80,15 @@ train-joint: install
 	  --run-dir runs/joint --threads 2 >> runs/joint/train.log 2>&1 < /dev/null &
 	@echo "training in the background: tail -f runs/joint/train.log"
 
+# The Bayer colour cast and strength response (configs/joint-cast.toml): runs/joint continued from step 31000
+# without jittered noise maps and with the cast priced in relative linear units, in the background, resumable
+# from runs/joint-cast/checkpoint.pt. Log: runs/joint-cast/train.log.
+train-joint-cast: train-xtrans-data
+	mkdir -p runs/joint-cast
+	OMP_WAIT_POLICY=PASSIVE setsid nohup nice -n 10 $(VENV)/bin/nnraw train configs/joint-cast.toml --data $(TRAIN_DATA) \
+	  --run-dir runs/joint-cast --threads 2 >> runs/joint-cast/train.log 2>&1 < /dev/null &
+	@echo "training in the background: tail -f runs/joint-cast/train.log"
+
 # Ship the fine-tuning's latest checkpoint (runs/joint/checkpoint.pt, validation from runs/joint/val.csv)
 # as the default network: python/nnraw/weights/default.{safetensors,json} (float16), blended by the noise
 # level with demosaicnet's published weights (nnraw.models.noise_blend; anchors NOISE:ALPHA, noise std at
@@ -89,8 +98,10 @@ DEFAULT_BLEND ?= 0.00346:0.1 0.00588:0.2 0.0113:0.75 0.0158:0.9 0.0212:1.0
 # X-Trans: more of the fine-tuned weights at ISO 100 and 400 (bench/blend_sweep.py --model xtrans, 2026-12-07:
 # alpha 0.5 led alpha 0.1-0.2 there by ~0.2 dB on the selection crops; 1600 up as the Bayer default)
 XTRANS_BLEND ?= 0.00346:0.45 0.00588:0.5 0.0113:0.75 0.0158:0.9 0.0212:1.0
+JOINT_RUN ?= runs/joint
+JOINT_CONFIG ?= configs/joint.toml
 export-joint: install
-	$(VENV)/bin/nnraw train configs/joint.toml --run-dir runs/joint --export-only --export-name default \
+	$(VENV)/bin/nnraw train $(JOINT_CONFIG) --run-dir $(JOINT_RUN) --export-only --export-name default \
 	  --weights-dir python/nnraw/weights
 	$(PY) -m nnraw.training.blend default $(DEFAULT_BLEND) -w python/nnraw/weights
 	$(MAKE) install    # the venv holds a copy of the package: put the new weights there too

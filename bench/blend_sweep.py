@@ -3,7 +3,7 @@ on held-out crops that bench/quality.py does not score (wikipedia's images betwe
 most detailed position, skimage's at their centre). How the default's anchors were chosen
 (docs/MODELS.md, "Noise blend").
 
-    .venv/bin/python bench/blend_sweep.py [--model default] [--images 3] [--levels iso100 ...]
+    .venv/bin/python bench/blend_sweep.py [--model default] [--weights-dir DIR] [--images 3] [--levels iso100 ...]
 
 Prints, per level, source and white balance, each alpha's PSNR minus alpha 0's (demosaicnet's
 published weights), and the largest channel-mean shift (%) of the crops.
@@ -37,12 +37,14 @@ def selection_crops(source: str, n: int, crop: int = 128) -> list[torch.Tensor]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="default", help="a shipped model with a noise blend")
+    p.add_argument("--weights-dir", default=None, help="load the model from here (an export not yet shipped; "
+                   "`nnraw train ... --export-only --weights-dir DIR`), not from the installed package")
     p.add_argument("--images", type=int, default=3, help="crops per source")
     p.add_argument("--levels", nargs="+", default=list(ev.LEVELS))
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    net = load_model(args.model)
+    net = load_model(args.model, weights_dir=args.weights_dir)
     if nb.blend_of(net) is None:
         raise SystemExit(f"bench/blend_sweep.py: {args.model} has no noise blend")
     pattern = "RGGB"
