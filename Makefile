@@ -10,7 +10,7 @@ BUILD_DEPS := pybind11 scikit-build-core ninja "cmake>=3.28"
 APT_PACKAGES := libimage-exiftool-perl darktable xvfb xauth debootstrap
 SAMPLE := samples/canon550d_colorchart_crop.dng
 
-.PHONY: demo test test-fast install wheel system-deps dev bench clean cuda-check cuda-build-check gpu-wheels train-joint export-joint train-xtrans export-xtrans train-xtrans-data train-xtrans-cast train-joint-cast
+.PHONY: demo test test-fast install wheel system-deps dev bench clean cuda-check cuda-build-check gpu-wheels train-joint export-joint train-xtrans export-xtrans train-xtrans-data train-xtrans-cast train-joint-cast train-joint-low
 
 $(VENV)/.deps-stamp: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -88,6 +88,14 @@ train-joint-cast: train-xtrans-data
 	OMP_WAIT_POLICY=PASSIVE setsid nohup nice -n 10 $(VENV)/bin/nnraw train configs/joint-cast.toml --data $(TRAIN_DATA) \
 	  --run-dir runs/joint-cast --threads 2 >> runs/joint-cast/train.log 2>&1 < /dev/null &
 	@echo "training in the background: tail -f runs/joint-cast/train.log"
+
+# The low-noise expert (configs/joint-low.toml): demosaicnet's weights fine-tuned on ISO ~50-2000 only, in the
+# background, resumable from runs/joint-low/checkpoint.pt. Log: runs/joint-low/train.log.
+train-joint-low: train-xtrans-data
+	mkdir -p runs/joint-low
+	OMP_WAIT_POLICY=PASSIVE setsid nohup nice -n 10 $(VENV)/bin/nnraw train configs/joint-low.toml --data $(TRAIN_DATA) \
+	  --run-dir runs/joint-low --threads 2 >> runs/joint-low/train.log 2>&1 < /dev/null &
+	@echo "training in the background: tail -f runs/joint-low/train.log"
 
 # Ship the fine-tuning's latest checkpoint (runs/joint/checkpoint.pt, validation from runs/joint/val.csv)
 # as the default network: python/nnraw/weights/default.{safetensors,json} (float16), blended by the noise
