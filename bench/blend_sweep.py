@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
                    "`nnraw train ... --export-only --weights-dir DIR`), not from the installed package")
     p.add_argument("--images", type=int, default=3, help="crops per source")
     p.add_argument("--levels", nargs="+", default=list(ev.LEVELS))
+    p.add_argument("--alphas", nargs="+", type=float, default=list(ALPHAS),
+                   help="points of the blend's path (0 = start, 1 = fine-tuned; a via point sits at its own alpha)")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -53,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
 
         pattern = demosaicnet_pattern()
     fixed = {}                  # one plain copy per alpha: nnraw.infer would re-blend a blended model per level
-    for a in ALPHAS:
+    alphas = tuple(args.alphas)
+    for a in alphas:
         nb.set_alpha(net, a)
         fixed[a] = copy.deepcopy(net)
         del fixed[a]._noise_blend
@@ -67,17 +70,17 @@ def main(argv: list[str] | None = None) -> int:
                 for li, level in enumerate(args.levels):
                     noisy = ev.noisy_mosaic(cam, level, seed=7 + 1000 * k + li, pattern=pattern)
                     pre = ev.pre_demosaic(noisy, wb, "srgb", pattern=pattern)
-                    for a in ALPHAS:
+                    for a in alphas:
                         out = ev.network(fixed[a], pre, wb, level, pattern=pattern)
                         shift = float(ev.channel_mean_shift(out, cam).abs().max())
                         res.setdefault((source, wbn, level, a), []).append((ev.psnr(ev.render(out, wb), truth), shift))
             print(f"{source}: crop {k + 1} done ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
-    print("alpha:", " ".join(str(a) for a in ALPHAS))
+    print("alpha:", " ".join(str(a) for a in alphas))
     for level in args.levels:
         for source in ("wikipedia", "skimage"):
             for wbn in ev.WB_CONDITIONS:
-                v = [np.mean([r[0] for r in res[(source, wbn, level, a)]]) for a in ALPHAS]
-                c = [np.max([r[1] for r in res[(source, wbn, level, a)]]) for a in ALPHAS]
+                v = [np.mean([r[0] for r in res[(source, wbn, level, a)]]) for a in alphas]
+                c = [np.max([r[1] for r in res[(source, wbn, level, a)]]) for a in alphas]
                 print(f"{level:8s} {source:9s} {wbn:8s} " + " ".join(f"{x - v[0]:+.2f}" for x in v)
                       + f"   (alpha 0: {v[0]:.2f} dB)  cast % " + " ".join(f"{100 * x:.2f}" for x in c))
     return 0

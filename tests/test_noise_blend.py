@@ -79,3 +79,72 @@ def test_a_blend_without_its_start_weights_is_refused(tmp_path):
     (tmp_path / "broken.json").write_text(json.dumps(config))   # ... but a json that blends
     with pytest.raises(ValueError, match="lacks the start weights"):
         load_model("broken", weights_dir=tmp_path)
+
+
+def _tiny_blend(via_alphas=(0.5,)):
+    """A 1x1 conv with a blend: start 0, via points at ``via_alphas`` holding 10 * (i + 1), fine-tuned 100."""
+    net = torch.nn.Conv2d(1, 1, 1)
+    with torch.no_grad():
+        net.weight.fill_(100.0)
+        net.bias.fill_(100.0)
+    zeros = {k: torch.zeros_like(v) for k, v in net.state_dict().items()}
+    via = [(a, {k: torch.full_like(v, 10.0 * (i + 1)) for k, v in zeros.items()}) for i, a in enumerate(via_alphas)]
+    return nb.attach(net, zeros, [[0.01, 1.0]], via)
+
+
+def test_a_via_point_bends_the_path_through_its_weights():
+    net = _tiny_blend((0.5,))
+    for alpha, want in [(0.0, 0.0), (0.25, 5.0), (0.5, 10.0), (0.75, 55.0), (1.0, 100.0), (1.5, 100.0), (-1.0, 0.0)]:
+        nb.set_alpha(net, alpha)
+        assert net.weight.item() == pytest.approx(want) and net.bias.item() == pytest.approx(want), alpha
+    net = _tiny_blend((0.2, 0.6))                    # two via points: 0 -> 10 -> 20 -> 100
+    nb.set_alpha(net, 0.4)
+    assert net.weight.item() == pytest.approx(15.0)
+    nb.set_alpha(net, 0.8)
+    assert net.weight.item() == pytest.approx(60.0)
+
+
+@pytest.mark.parametrize("alphas", [(0.0,), (1.0,), (0.6, 0.3), (0.5, 0.5)])
+def test_via_points_outside_the_path_or_out_of_order_are_refused(alphas):
+    with pytest.raises(ValueError, match="increasing alphas in"):
+        _tiny_blend(alphas)
+
+
+def test_blend_through_an_export_writes_and_loads_its_via_point(tmp_path):
+    """nnraw.training.blend --via: the via weights travel in the safetensors (via0.*), their alpha and
+    source in the json; a re-blend without --via keeps them, --no-via drops them; a blended export is
+    refused as a via point, and a json that names a via point its safetensors lacks is refused."""
+    from safetensors.torch import save_file
+
+    from nnraw.training.blend import blend_shipped
+
+    for suffix in (".json", ".safetensors"):
+        shutil.copy(WEIGHTS_DIR / f"default{suffix}", tmp_path / f"default{suffix}")
+    net = load_model("default")
+    plain = {k: v.detach() + 0.01 for k, v in nb.blend_of(net)["tuned"].items()}
+    config = json.loads((WEIGHTS_DIR / "default.json").read_text())
+    config.pop("noise_blend")
+    save_file({k: v.half() for k, v in plain.items()}, str(tmp_path / "expert.safetensors"))
+    (tmp_path / "expert.json").write_text(json.dumps(config))
+    anchors = [[0.00346, 0.25], [0.0212, 1.0]]
+    blend_shipped("default", anchors, tmp_path, via=[(0.5, tmp_path / "expert.safetensors")])
+    got = load_model("default", weights_dir=tmp_path)
+    written = json.loads((tmp_path / "default.json").read_text())["noise_blend"]
+    assert [v["alpha"] for v in written["via"]] == [0.5] and written["via"][0]["source"] == "expert.safetensors"
+    nb.set_alpha(got, 0.5)
+    for k, v in got.state_dict().items():
+        torch.testing.assert_close(v, plain[k].half().float(), rtol=0, atol=0)
+    nb.set_alpha(got, 1.0)                               # the fine-tuned end is unchanged
+    for k, v in got.state_dict().items():
+        torch.testing.assert_close(v, nb.blend_of(net)["tuned"][k], rtol=0, atol=0)
+    blend_shipped("default", anchors, tmp_path)          # re-blend: the via point stays
+    assert len(nb.blend_of(load_model("default", weights_dir=tmp_path))["via"]) == 1
+    with pytest.raises(ValueError, match="has a noise blend of its own"):
+        blend_shipped("default", anchors, tmp_path, via=[(0.5, tmp_path / "default.safetensors")])
+    blend_shipped("default", anchors, tmp_path, via=[])  # --no-via
+    assert nb.blend_of(load_model("default", weights_dir=tmp_path))["via"] == []
+    broken = json.loads((tmp_path / "default.json").read_text())
+    broken["noise_blend"]["via"] = [{"alpha": 0.5, "source": "expert.safetensors"}]
+    (tmp_path / "default.json").write_text(json.dumps(broken))
+    with pytest.raises(ValueError, match="lacks the weights of via point 0"):
+        load_model("default", weights_dir=tmp_path)

@@ -97,24 +97,35 @@ def load_model(name: str, device: str | torch.device = "cpu", weights_dir: Path 
 
     start = {k[len(noise_blend.START_PREFIX):]: state.pop(k) for k in list(state)
              if k.startswith(noise_blend.START_PREFIX)}
+    via_spec = config.get("noise_blend", {}).get("via", [])
+    via = []
+    for i, spec in enumerate(via_spec):
+        prefix = f"{noise_blend.VIA_PREFIX}{i}."
+        weights = {k[len(prefix):]: state.pop(k) for k in list(state) if k.startswith(prefix)}
+        if not weights:
+            raise ValueError(f"nnraw.models.load_model: {w_path} lacks the weights of via point {i} ({prefix}*) "
+                             f"its {cfg_path.name} blends through")
+        via.append((float(spec["alpha"]), weights))
     model.load_state_dict(state, strict=True)
     if "noise_blend" in config:
         if not start:
             raise ValueError(f"nnraw.models.load_model: {w_path} lacks the start weights ({noise_blend.START_PREFIX}*) "
                              f"its {cfg_path.name} blends with")
-        noise_blend.attach(model, start, config["noise_blend"]["anchors"])
+        noise_blend.attach(model, start, config["noise_blend"]["anchors"], via)
     return model.to(device).eval()
 
 
 def save_model(model: nn.Module, config: dict, name: str, weights_dir: Path | None = None,
-               dtype: torch.dtype = torch.float16, start: dict[str, torch.Tensor] | None = None) -> tuple[Path, Path]:
+               dtype: torch.dtype = torch.float16, start: dict[str, torch.Tensor] | None = None,
+               via: list[dict[str, torch.Tensor]] | tuple = ()) -> tuple[Path, Path]:
     """Write <name>.safetensors (``dtype`` storage) and <name>.json; temp names renamed at the end.
     ``start``: the weights a noise blend (``config["noise_blend"]``, nnraw.models.noise_blend) blends
-    with, stored under ``start.``. A model that has a blend is saved with its fine-tuned weights, not
-    the blend of the last photo it ran."""
+    with, stored under ``start.``; ``via``: the weight sets of its via points (``config["noise_blend"]["via"]``,
+    one each), stored under ``via0.``, ``via1.``, ... A model that has a blend is saved with its fine-tuned
+    weights, not the blend of the last photo it ran."""
     from safetensors.torch import save_file
 
-    from nnraw.models.noise_blend import START_PREFIX, blend_of
+    from nnraw.models.noise_blend import START_PREFIX, VIA_PREFIX, blend_of
 
     d = Path(weights_dir) if weights_dir else WEIGHTS_DIR
     d.mkdir(parents=True, exist_ok=True)
@@ -123,8 +134,12 @@ def save_model(model: nn.Module, config: dict, name: str, weights_dir: Path | No
     if ("noise_blend" in config) != (start is not None):
         raise ValueError("nnraw.models.save_model: a noise blend needs both config['noise_blend'] and start weights")
     state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in weights.items()}
+    if len(via) != len(config.get("noise_blend", {}).get("via", [])):
+        raise ValueError("nnraw.models.save_model: config['noise_blend']['via'] and the via weights differ in number")
     if start is not None:
         state.update({START_PREFIX + k: v.detach().to("cpu", dtype).contiguous() for k, v in start.items()})
+    for i, weights in enumerate(via):
+        state.update({f"{VIA_PREFIX}{i}." + k: v.detach().to("cpu", dtype).contiguous() for k, v in weights.items()})
     w_path, cfg_path = d / f"{name}.safetensors", d / f"{name}.json"
     w_tmp, cfg_tmp = w_path.with_suffix(".safetensors.tmp"), cfg_path.with_suffix(".json.tmp")
     save_file(state, str(w_tmp), metadata={"name": name, "architecture": config["architecture"]})

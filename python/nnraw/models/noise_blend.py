@@ -14,6 +14,12 @@ anchors of the model's json (``noise_blend.anchors``: [[noise, alpha], ...], cla
 One set of weights per photo: no cost per pixel, tiled == whole still holds.
 
 A shipped model with a blend holds both weight sets in its safetensors (the start under ``start.``).
+
+**Via points.** The path from the start to the fine-tuned weights may pass through other fine-tuned weight
+sets of the same network at fixed alphas (``noise_blend.via``: [{"alpha": a, "source": ...}, ...] in the
+json, weights under ``via<i>.``): piecewise linear through (0, start), (a_i, via_i) ..., (1, fine-tuned).
+The default passes through a low-noise expert (configs/joint-low.toml) that keeps demosaicnet's detail
+where the all-levels fine-tuning lost it (docs/MODELS.md); alpha 1 is the fine-tuned weights either way.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import torch
 from torch import nn
 
 START_PREFIX = "start."
+VIA_PREFIX = "via"                # via0.<key>, via1.<key>, ...
 GREY = 0.18
 
 
@@ -44,14 +51,21 @@ def alpha_for(noise: float, anchors: Sequence[Sequence[float]]) -> float:
     return float(np.interp(log_noise, [math.log(n) for n, _ in pts], [a for _, a in pts]))
 
 
-def attach(model: nn.Module, start: dict[str, torch.Tensor], anchors: Sequence[Sequence[float]]) -> nn.Module:
-    """Give ``model`` (holding its fine-tuned weights) a noise blend towards ``start``."""
+def attach(model: nn.Module, start: dict[str, torch.Tensor], anchors: Sequence[Sequence[float]],
+           via: Sequence[tuple[float, dict[str, torch.Tensor]]] = ()) -> nn.Module:
+    """Give ``model`` (holding its fine-tuned weights) a noise blend towards ``start``, through the
+    weight sets ``via`` ([(alpha, state dict), ...], 0 < alpha < 1 increasing) on the way."""
     tuned = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    missing = set(tuned) ^ set(start)
-    if missing:
-        raise ValueError(f"nnraw.models.noise_blend: start and fine-tuned weights differ in {sorted(missing)[:4]}")
+    for what, other in [("start", start)] + [(f"via point {i}", w) for i, (_, w) in enumerate(via)]:
+        missing = set(tuned) ^ set(other)
+        if missing:
+            raise ValueError(f"nnraw.models.noise_blend: {what} and fine-tuned weights differ in {sorted(missing)[:4]}")
+    positions = [float(a) for a, _ in via]
+    if any(not 0 < a < 1 for a in positions) or positions != sorted(set(positions)):
+        raise ValueError(f"nnraw.models.noise_blend: via points need increasing alphas in (0, 1), got {positions}")
     alpha_for(0.01, anchors)        # validates them
     model._noise_blend = {"start": {k: v.to(tuned[k]) for k, v in start.items()}, "tuned": tuned,
+                          "via": [(a, {k: v.to(tuned[k]) for k, v in w.items()}) for a, w in zip(positions, (w for _, w in via))],
                           "anchors": [list(map(float, a)) for a in anchors], "alpha": 1.0}
     return model
 
@@ -60,17 +74,28 @@ def blend_of(model: nn.Module) -> dict | None:
     return getattr(model, "_noise_blend", None)
 
 
+def path_weights(blend: dict, alpha: float) -> dict[str, torch.Tensor]:
+    """The weights at ``alpha`` on the blend's path: piecewise linear through (0, start), its via
+    points, (1, fine-tuned); alpha clamped to [0, 1]."""
+    points = [(0.0, blend["start"]), *blend.get("via", ()), (1.0, blend["tuned"])]
+    alpha = min(max(float(alpha), 0.0), 1.0)
+    i = max(j for j in range(len(points) - 1) if points[j][0] <= alpha)
+    (a0, w0), (a1, w1) = points[i], points[i + 1]
+    t = (alpha - a0) / (a1 - a0)
+    tuned = blend["tuned"]
+    return {k: (w0[k] + t * (w1[k] - w0[k])) if tuned[k].is_floating_point() else tuned[k] for k in tuned}
+
+
 def set_alpha(model: nn.Module, alpha: float) -> None:
-    """Load start + alpha * (fine-tuned - start) into ``model`` (a model with a blend)."""
+    """Load the weights at ``alpha`` of the blend's path into ``model`` (without via points:
+    start + alpha * (fine-tuned - start))."""
     blend = blend_of(model)
     if blend is None:
         raise ValueError("nnraw.models.noise_blend: this model has no noise blend")
     if blend["alpha"] == alpha:
         return
-    s, t = blend["start"], blend["tuned"]
     with torch.no_grad():
-        model.load_state_dict({k: (s[k] + alpha * (t[k] - s[k])) if t[k].is_floating_point() else t[k]
-                               for k in t}, strict=True)
+        model.load_state_dict(path_weights(blend, alpha), strict=True)
     blend["alpha"] = alpha
 
 

@@ -5,6 +5,10 @@ Reads nnraw/weights/NAME.{safetensors,json}, maps the start named by its trainin
 ``model.init_from`` (demosaicnet's published weights: the demosaicnet package is a training-time
 dependency, as for ``nnraw train``) and writes both back with ``noise_blend.anchors`` in the json
 (temp names renamed). Run again with other anchors to change them; the fine-tuned weights stay as they are.
+
+``--via ALPHA:EXPORT`` (repeatable) routes the path through another export of the same network (``nnraw train
+... --export-only``, e.g. the low-noise expert of configs/joint-low.toml) at that alpha; without it, the
+via points the model already has are kept (``--no-via`` drops them).
 """
 
 from __future__ import annotations
@@ -15,10 +19,25 @@ from pathlib import Path
 
 from nnraw.models import WEIGHTS_DIR, load_model, save_model
 from nnraw.models.bayer_joint import demosaicnet_state
-from nnraw.models.noise_blend import alpha_for
+from nnraw.models.noise_blend import alpha_for, blend_of
 
 
-def blend_shipped(name: str, anchors: list[list[float]], weights_dir: Path | None = None, note: str = "") -> Path:
+def read_via(path: Path) -> tuple[dict, dict]:
+    """An export (``<name>.safetensors`` + ``<name>.json``, no blend of its own) -> (its weights, a json record)."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    config = json.loads(path.with_suffix(".json").read_text())
+    if "noise_blend" in config:
+        raise ValueError(f"nnraw.training.blend: {path} has a noise blend of its own; give a plain export")
+    training = config.get("training", {})
+    record = {"source": path.name, "steps": training.get("steps"),
+              "config": training.get("config", {}).get("name")}
+    return {k: v.float() for k, v in load_file(str(path)).items()}, record
+
+
+def blend_shipped(name: str, anchors: list[list[float]], weights_dir: Path | None = None, note: str = "",
+                  via: list[tuple[float, Path]] | None = None) -> Path:
     d = Path(weights_dir) if weights_dir else WEIGHTS_DIR
     config = json.loads((d / f"{name}.json").read_text())
     source = config.get("training", {}).get("config", {}).get("model", {}).get("init_from")
@@ -27,9 +46,23 @@ def blend_shipped(name: str, anchors: list[list[float]], weights_dir: Path | Non
                          "(no training.config.model.init_from in its json)")
     alpha_for(0.01, anchors)
     model = load_model(name, weights_dir=d)      # save_model writes a blended model's fine-tuned weights
+    if via is None:                              # keep the via points it has
+        old = blend_of(model)
+        records = config.get("noise_blend", {}).get("via", [])
+        points = [(a, w) for a, w in (old or {}).get("via", [])]
+    else:
+        points, records = [], []
+        for alpha, path in via:
+            weights, record = read_via(path)
+            points.append((float(alpha), weights))
+            records.append({"alpha": float(alpha), **record})
     config["noise_blend"] = {"start": source, "anchors": [[float(n), float(a)] for n, a in anchors],
-                             "note": note or "weights = start + alpha(noise at linear grey 0.18) x (fine-tuned - start)"}
-    w, _ = save_model(model, config, name, d, start=demosaicnet_state(model, source))
+                             "note": note or ("weights = start + alpha(noise at linear grey 0.18) x (fine-tuned - start)"
+                                              + (", through the via points" if points else ""))}
+    if points:
+        config["noise_blend"]["via"] = records
+    w, _ = save_model(model, config, name, d, start=demosaicnet_state(model, source), via=[w for _, w in points])
+    load_model(name, weights_dir=d)              # what was written loads (key sets, via alphas)
     return w
 
 
@@ -39,9 +72,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("anchors", nargs="+", metavar="NOISE:ALPHA",
                    help="noise std at linear grey 0.18 and the blend factor there (1 = fine-tuned)")
     p.add_argument("-w", dest="weights_dir", type=Path, help="weights folder (default: the package's)")
+    p.add_argument("--via", action="append", metavar="ALPHA:EXPORT.safetensors", default=None,
+                   help="route the path through this export at this alpha (repeatable; alphas increasing in (0, 1))")
+    p.add_argument("--no-via", action="store_true", help="drop the via points the model has")
     args = p.parse_args(argv)
     anchors = [[float(x) for x in a.split(":")] for a in args.anchors]
-    print(f"wrote {blend_shipped(args.name, anchors, args.weights_dir)}")
+    via = None
+    if args.via:
+        via = [(float(v.split(":", 1)[0]), Path(v.split(":", 1)[1])) for v in args.via]
+    elif args.no_via:
+        via = []
+    print(f"wrote {blend_shipped(args.name, anchors, args.weights_dir, via=via)}")
     return 0
 
 
