@@ -10,7 +10,7 @@ BUILD_DEPS := pybind11 scikit-build-core ninja "cmake>=3.28"
 APT_PACKAGES := libimage-exiftool-perl darktable xvfb xauth debootstrap
 SAMPLE := samples/canon550d_colorchart_crop.dng
 
-.PHONY: demo test test-fast install wheel system-deps dev bench clean cuda-check cuda-build-check gpu-wheels train-joint export-joint train-xtrans export-xtrans train-xtrans-data train-xtrans-cast train-joint-cast train-joint-low
+.PHONY: demo test test-fast install wheel system-deps dev bench clean cuda-check cuda-build-check gpu-wheels train-joint export-joint train-xtrans export-xtrans train-xtrans-data train-xtrans-cast train-joint-cast train-joint-low export-joint-via
 
 $(VENV)/.deps-stamp: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -113,6 +113,20 @@ export-joint: install
 	  --weights-dir python/nnraw/weights
 	$(PY) -m nnraw.training.blend default $(DEFAULT_BLEND) -w python/nnraw/weights
 	$(MAKE) install    # the venv holds a copy of the package: put the new weights there too
+
+# Route the default's noise blend through the low-noise expert (configs/joint-low.toml, runs/joint-low): exports
+# its checkpoint to build/joint-low/ and re-blends python/nnraw/weights/default.* with it as a via point at
+# DEFAULT_VIA_ALPHA (nnraw.models.noise_blend), keeping the default's fine-tuned weights; reinstalls. Run it after
+# export-joint, which writes a default without via points. Commit the two files.
+JOINT_LOW_RUN ?= runs/joint-low
+DEFAULT_VIA_BLEND ?= 0.00346:0.25 0.00588:0.25 0.0113:0.625 0.0158:1.0 0.0212:1.0
+DEFAULT_VIA_ALPHA ?= 0.5
+export-joint-via: install
+	$(VENV)/bin/nnraw train configs/joint-low.toml --run-dir $(JOINT_LOW_RUN) --export-only --export-name joint-low \
+	  --weights-dir build/joint-low
+	$(PY) -m nnraw.training.blend default $(DEFAULT_VIA_BLEND) --via $(DEFAULT_VIA_ALPHA):build/joint-low/joint-low.safetensors \
+	  -w python/nnraw/weights
+	$(MAKE) install
 
 # The X-Trans network (issue #18, configs/xtrans.toml): demosaicnet's X-Trans weights fine-tuned
 # noise-aware, in the background and resumable from runs/xtrans/checkpoint.pt, on the same data as

@@ -41,10 +41,15 @@ def test_the_default_blends_from_demosaicnet_to_its_fine_tuned_weights():
     nb.set_alpha(net, 1.0)
     for k, v in net.state_dict().items():
         torch.testing.assert_close(v, blend["tuned"][k], rtol=0, atol=0)
-    nb.set_alpha(net, 0.5)
-    k = next(k for k in blend["tuned"] if blend["tuned"][k].is_floating_point()
-             and not torch.equal(blend["tuned"][k], blend["start"][k]))
-    torch.testing.assert_close(net.state_dict()[k], (blend["start"][k] + blend["tuned"][k]) / 2)
+    # halfway to the first point of the path (a via point, or the fine-tuned weights): their mean
+    first_alpha, first = (blend["via"][0] if blend["via"] else (1.0, blend["tuned"]))
+    nb.set_alpha(net, first_alpha / 2)
+    k = next(k for k in first if first[k].is_floating_point() and not torch.equal(first[k], blend["start"][k]))
+    torch.testing.assert_close(net.state_dict()[k], (blend["start"][k] + first[k]) / 2)
+    for alpha, weights in blend["via"]:           # the via points the default passes through, as stored
+        nb.set_alpha(net, alpha)
+        for k, v in net.state_dict().items():
+            torch.testing.assert_close(v, weights[k], rtol=0, atol=0)
 
 
 def test_denoising_sets_the_blend_by_the_noise_it_is_told():
