@@ -115,16 +115,18 @@ export-joint: install
 	$(MAKE) install    # the venv holds a copy of the package: put the new weights there too
 
 # Route the default's noise blend through the low-noise expert (configs/joint-low.toml, runs/joint-low): exports
-# its checkpoint to build/joint-low/ and re-blends python/nnraw/weights/default.* with it as a via point at
-# DEFAULT_VIA_ALPHA (nnraw.models.noise_blend), keeping the default's fine-tuned weights; reinstalls. Run it after
-# export-joint, which writes a default without via points. Commit the two files.
+# its checkpoint to build/joint-low/ and re-blends python/nnraw/weights/default.* along the path demosaicnet's
+# weights (alpha 0) -> the expert (0.5) -> the previous blend's ISO 1600 mix, start + 0.75 x (fine-tuned - start)
+# (0.75) -> the fine-tuned weights (1) (nnraw.models.noise_blend, via points), keeping the default's fine-tuned
+# weights; reinstalls. Run it after export-joint, which writes a default without via points. Commit the two files.
+# Anchors and via points: bench/blend_sweep.py and bench/quality.py, 2026-12-07 (docs/BENCHMARKS.md).
 JOINT_LOW_RUN ?= runs/joint-low
-DEFAULT_VIA_BLEND ?= 0.00346:0.25 0.00588:0.25 0.0113:0.625 0.0158:1.0 0.0212:1.0
-DEFAULT_VIA_ALPHA ?= 0.5
+DEFAULT_VIA_BLEND ?= 0.00346:0.25 0.00588:0.25 0.0113:0.75 0.0158:1.0 0.0212:1.0
+DEFAULT_VIA ?= 0.5:build/joint-low/joint-low.safetensors 0.75:mix=0.75
 export-joint-via: install
 	$(VENV)/bin/nnraw train configs/joint-low.toml --run-dir $(JOINT_LOW_RUN) --export-only --export-name joint-low \
 	  --weights-dir build/joint-low
-	$(PY) -m nnraw.training.blend default $(DEFAULT_VIA_BLEND) --via $(DEFAULT_VIA_ALPHA):build/joint-low/joint-low.safetensors \
+	$(PY) -m nnraw.training.blend default $(DEFAULT_VIA_BLEND) $(foreach v,$(DEFAULT_VIA),--via $(v)) \
 	  -w python/nnraw/weights
 	$(MAKE) install
 

@@ -142,6 +142,15 @@ def test_blend_through_an_export_writes_and_loads_its_via_point(tmp_path):
     nb.set_alpha(got, 1.0)                               # the fine-tuned end is unchanged
     for k, v in got.state_dict().items():
         torch.testing.assert_close(v, nb.blend_of(net)["tuned"][k], rtol=0, atol=0)
+    blend_shipped("default", anchors, tmp_path, via=[(0.5, tmp_path / "expert.safetensors"), (0.75, 0.75)])
+    mixed = load_model("default", weights_dir=tmp_path)     # a point of the straight path as a second via point
+    b = nb.blend_of(mixed)
+    assert [a for a, _ in b["via"]] == [0.5, 0.75]
+    nb.set_alpha(mixed, 0.75)
+    k = next(k for k in b["tuned"] if b["tuned"][k].is_floating_point() and not torch.equal(b["tuned"][k], b["start"][k]))
+    torch.testing.assert_close(mixed.state_dict()[k], b["start"][k] + 0.75 * (b["tuned"][k] - b["start"][k]),
+                               rtol=0, atol=2e-3)                  # float16 storage
+    blend_shipped("default", anchors, tmp_path, via=[(0.5, tmp_path / "expert.safetensors")])
     blend_shipped("default", anchors, tmp_path)          # re-blend: the via point stays
     assert len(nb.blend_of(load_model("default", weights_dir=tmp_path))["via"]) == 1
     with pytest.raises(ValueError, match="has a noise blend of its own"):

@@ -7,8 +7,9 @@ dependency, as for ``nnraw train``) and writes both back with ``noise_blend.anch
 (temp names renamed). Run again with other anchors to change them; the fine-tuned weights stay as they are.
 
 ``--via ALPHA:EXPORT`` (repeatable) routes the path through another export of the same network (``nnraw train
-... --export-only``, e.g. the low-noise expert of configs/joint-low.toml) at that alpha; without it, the
-via points the model already has are kept (``--no-via`` drops them).
+... --export-only``, e.g. the low-noise expert of configs/joint-low.toml) at that alpha, ``--via ALPHA:mix=T``
+through the point start + T x (fine-tuned - start) of the straight path; without ``--via``, the via points the
+model already has are kept (``--no-via`` drops them).
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ def read_via(path: Path) -> tuple[dict, dict]:
 
 
 def blend_shipped(name: str, anchors: list[list[float]], weights_dir: Path | None = None, note: str = "",
-                  via: list[tuple[float, Path]] | None = None) -> Path:
+                  via: list[tuple[float, Path | float]] | None = None) -> Path:
+    """Write ``name``'s blend: ``anchors`` [[noise, alpha], ...]; ``via`` [(alpha, an export's .safetensors, or a
+    number t for the weights start + t x (fine-tuned - start)), ...], None to keep the model's via points."""
     d = Path(weights_dir) if weights_dir else WEIGHTS_DIR
     config = json.loads((d / f"{name}.json").read_text())
     source = config.get("training", {}).get("config", {}).get("model", {}).get("init_from")
@@ -52,8 +55,15 @@ def blend_shipped(name: str, anchors: list[list[float]], weights_dir: Path | Non
         points = [(a, w) for a, w in (old or {}).get("via", [])]
     else:
         points, records = [], []
-        for alpha, path in via:
-            weights, record = read_via(path)
+        start = demosaicnet_state(model, source)
+        tuned = blend_of(model)["tuned"] if blend_of(model) else model.state_dict()
+        for alpha, what in via:
+            if isinstance(what, (int, float)):       # a point of the straight path: start + t (tuned - start)
+                t = float(what)
+                weights = {k: (start[k] + t * (v - start[k])) if v.is_floating_point() else v for k, v in tuned.items()}
+                record = {"source": f"start + {t:g} x (fine-tuned - start)", "mix": t}
+            else:
+                weights, record = read_via(what)
             points.append((float(alpha), weights))
             records.append({"alpha": float(alpha), **record})
     config["noise_blend"] = {"start": source, "anchors": [[float(n), float(a)] for n, a in anchors],
@@ -72,14 +82,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("anchors", nargs="+", metavar="NOISE:ALPHA",
                    help="noise std at linear grey 0.18 and the blend factor there (1 = fine-tuned)")
     p.add_argument("-w", dest="weights_dir", type=Path, help="weights folder (default: the package's)")
-    p.add_argument("--via", action="append", metavar="ALPHA:EXPORT.safetensors", default=None,
-                   help="route the path through this export at this alpha (repeatable; alphas increasing in (0, 1))")
+    p.add_argument("--via", action="append", metavar="ALPHA:EXPORT.safetensors|ALPHA:mix=T", default=None,
+                   help="route the path through this export at this alpha, or (mix=T) through start + T x (fine-tuned "
+                        "- start) (repeatable; alphas increasing in (0, 1))")
     p.add_argument("--no-via", action="store_true", help="drop the via points the model has")
     args = p.parse_args(argv)
     anchors = [[float(x) for x in a.split(":")] for a in args.anchors]
     via = None
     if args.via:
-        via = [(float(v.split(":", 1)[0]), Path(v.split(":", 1)[1])) for v in args.via]
+        via = []
+        for v in args.via:
+            alpha, what = v.split(":", 1)
+            via.append((float(alpha), float(what[4:]) if what.startswith("mix=") else Path(what)))
     elif args.no_via:
         via = []
     print(f"wrote {blend_shipped(args.name, anchors, args.weights_dir, via=via)}")
