@@ -65,6 +65,15 @@ dev:
 	  -DNNRAW_CUDA=$(NNRAW_CUDA)
 	cmake --build build/dev
 
+# $(call train-in-background,CONFIG,RUN_DIR): `nnraw train CONFIG` on TRAIN_DATA in the background (nice, both
+# cores, OpenMP threads that sleep when idle), resuming from RUN_DIR/checkpoint.pt; log in RUN_DIR/train.log.
+define train-in-background
+	mkdir -p $(2)
+	OMP_WAIT_POLICY=PASSIVE setsid nohup nice -n 10 $(VENV)/bin/nnraw train $(1) --data $(TRAIN_DATA) \
+	  --run-dir $(2) --threads 2 >> $(2)/train.log 2>&1 < /dev/null &
+	@echo "training in the background: tail -f $(2)/train.log"
+endef
+
 # Resume the fine-tuning of the default network (configs/joint.toml) in the background, from the
 # checkpoint committed in runs/joint/ (weights, Adam state, schedule, RNG states): every session
 # continues where the last stopped. Builds the training data first where it is missing (~1 min).
@@ -75,27 +84,18 @@ train-joint: install
 	test -f $(TRAIN_DATA)/dataset.json || $(VENV)/bin/nnraw dataset build $(SHARED_TRAIN)/bsds432 $(SHARED_TRAIN)/urban50 \
 	  $(SHARED_TRAIN)/sunhays80 $(SHARED_TRAIN)/wikipedia $(SHARED_TRAIN)/skimage -o $(TRAIN_DATA) --val-fraction 0 --crop 160 \
 	  --hold-out $(SHARED_TRAIN)/wikipedia --hold-out $(SHARED_TRAIN)/skimage
-	mkdir -p runs/joint
-	OMP_WAIT_POLICY=PASSIVE setsid nohup nice -n 10 $(VENV)/bin/nnraw train configs/joint.toml --data $(TRAIN_DATA) \
-	  --run-dir runs/joint --threads 2 >> runs/joint/train.log 2>&1 < /dev/null &
-	@echo "training in the background: tail -f runs/joint/train.log"
+	$(call train-in-background,configs/joint.toml,runs/joint)
 
 # The Bayer colour cast and strength response (configs/joint-cast.toml): runs/joint continued from step 31000
 # without jittered noise maps and with the cast priced in relative linear units, in the background, resumable
 # from runs/joint-cast/checkpoint.pt. Log: runs/joint-cast/train.log.
 train-joint-cast: train-xtrans-data
-	mkdir -p runs/joint-cast
-	OMP_WAIT_POLICY=PASSIVE setsid nohup nice -n 10 $(VENV)/bin/nnraw train configs/joint-cast.toml --data $(TRAIN_DATA) \
-	  --run-dir runs/joint-cast --threads 2 >> runs/joint-cast/train.log 2>&1 < /dev/null &
-	@echo "training in the background: tail -f runs/joint-cast/train.log"
+	$(call train-in-background,configs/joint-cast.toml,runs/joint-cast)
 
 # The low-noise expert (configs/joint-low.toml): demosaicnet's weights fine-tuned on ISO ~50-2000 only, in the
 # background, resumable from runs/joint-low/checkpoint.pt. Log: runs/joint-low/train.log.
 train-joint-low: train-xtrans-data
-	mkdir -p runs/joint-low
-	OMP_WAIT_POLICY=PASSIVE setsid nohup nice -n 10 $(VENV)/bin/nnraw train configs/joint-low.toml --data $(TRAIN_DATA) \
-	  --run-dir runs/joint-low --threads 2 >> runs/joint-low/train.log 2>&1 < /dev/null &
-	@echo "training in the background: tail -f runs/joint-low/train.log"
+	$(call train-in-background,configs/joint-low.toml,runs/joint-low)
 
 # Ship the fine-tuning's latest checkpoint (runs/joint/checkpoint.pt, validation from runs/joint/val.csv)
 # as the default network: python/nnraw/weights/default.{safetensors,json} (float16), blended by the noise
@@ -139,18 +139,12 @@ train-xtrans-data: install
 	  --hold-out $(SHARED_TRAIN)/wikipedia --hold-out $(SHARED_TRAIN)/skimage
 
 train-xtrans: train-xtrans-data
-	mkdir -p runs/xtrans
-	OMP_WAIT_POLICY=PASSIVE setsid nohup nice -n 10 $(VENV)/bin/nnraw train configs/xtrans.toml --data $(TRAIN_DATA) \
-	  --run-dir runs/xtrans --threads 2 >> runs/xtrans/train.log 2>&1 < /dev/null &
-	@echo "training in the background: tail -f runs/xtrans/train.log"
+	$(call train-in-background,configs/xtrans.toml,runs/xtrans)
 
 # The X-Trans colour cast (configs/xtrans-cast.toml): runs/xtrans continued from step 13300 with the cast
 # priced in relative linear units, in the background, resumable from runs/xtrans-cast/checkpoint.pt.
 train-xtrans-cast: train-xtrans-data
-	mkdir -p runs/xtrans-cast
-	OMP_WAIT_POLICY=PASSIVE setsid nohup nice -n 10 $(VENV)/bin/nnraw train configs/xtrans-cast.toml --data $(TRAIN_DATA) \
-	  --run-dir runs/xtrans-cast --threads 2 >> runs/xtrans-cast/train.log 2>&1 < /dev/null &
-	@echo "training in the background: tail -f runs/xtrans-cast/train.log"
+	$(call train-in-background,configs/xtrans-cast.toml,runs/xtrans-cast)
 
 # Ship the X-Trans run's latest checkpoint as python/nnraw/weights/xtrans.{safetensors,json} (float16),
 # which `nnraw convert --model default` then runs on X-Trans raws; reinstalls. Commit the two files.
