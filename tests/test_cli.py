@@ -107,6 +107,7 @@ def test_help_points_to_info_for_the_models():
 #: Options of other programs that nnraw's messages and docstrings name.
 FOREIGN_OPTIONS = {
     "--check",               # python -m nnraw.ops --check (the op library's own check)
+    "--via", "--no-via",     # python -m nnraw.training.blend (a maintainer's tool that re-blends shipped weights)
     "--force",               # pipx install --force
     "--no-build-isolation",  # pip install --no-build-isolation
     "--user",                # pip install --user
