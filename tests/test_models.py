@@ -115,12 +115,15 @@ def test_every_shipped_model_loads(name):
     from safetensors import safe_open
 
     path = WEIGHTS_DIR / f"{name}.safetensors"
-    # 2.5 MB: a noise-blended model holds two weight sets (nnraw.models.noise_blend), 1.1 MB each in float16
-    assert path.stat().st_size < 2_500_000
+    config = json.loads((WEIGHTS_DIR / f"{name}.json").read_text())
+    # 1.2 MB per weight set, float16 (the largest network, 564k parameters, is 1.1 MB): a noise-blended model
+    # holds its fine-tuned weights, its start and each via point (nnraw.models.noise_blend)
+    blend = config.get("noise_blend")
+    sets = 1 + (1 + len(blend.get("via", [])) if blend else 0)
+    assert path.stat().st_size < 1_200_000 * sets, (path.stat().st_size, sets)
     with safe_open(str(path), "pt") as f:          # a safetensors file, not a pickle
         assert len(list(f.keys())) > 0
     model = load_model(name)
-    config = json.loads((WEIGHTS_DIR / f"{name}.json").read_text())
     assert type(model) is ARCHITECTURES[config["architecture"]]
     h = model.halo
     rgb = torch.rand(1, 3, 16 + 2 * h, 16 + 2 * h)
