@@ -65,7 +65,7 @@ def attach(model: nn.Module, start: dict[str, torch.Tensor], anchors: Sequence[S
         raise ValueError(f"nnraw.models.noise_blend: via points need increasing alphas in (0, 1), got {positions}")
     alpha_for(0.01, anchors)        # validates them
     model._noise_blend = {"start": {k: v.to(tuned[k]) for k, v in start.items()}, "tuned": tuned,
-                          "via": [(a, {k: v.to(tuned[k]) for k, v in w.items()}) for a, w in zip(positions, (w for _, w in via))],
+                          "via": [(float(a), {k: v.to(tuned[k]) for k, v in w.items()}) for a, w in via],
                           "anchors": [list(map(float, a)) for a in anchors], "alpha": 1.0}
     return model
 

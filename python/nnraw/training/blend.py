@@ -20,7 +20,7 @@ from pathlib import Path
 
 from nnraw.models import WEIGHTS_DIR, load_model, save_model
 from nnraw.models.bayer_joint import demosaicnet_state
-from nnraw.models.noise_blend import alpha_for, blend_of
+from nnraw.models.noise_blend import alpha_for, blend_of, path_weights
 
 
 def read_via(path: Path) -> tuple[dict, dict]:
@@ -49,19 +49,16 @@ def blend_shipped(name: str, anchors: list[list[float]], weights_dir: Path | Non
                          "(no training.config.model.init_from in its json)")
     alpha_for(0.01, anchors)
     model = load_model(name, weights_dir=d)      # save_model writes a blended model's fine-tuned weights
+    start = demosaicnet_state(model, source)     # (loaded at alpha 1: its state is the fine-tuned weights)
     if via is None:                              # keep the via points it has
-        old = blend_of(model)
         records = config.get("noise_blend", {}).get("via", [])
-        points = [(a, w) for a, w in (old or {}).get("via", [])]
+        points = list(blend_of(model)["via"]) if blend_of(model) else []
     else:
         points, records = [], []
-        start = demosaicnet_state(model, source)
-        tuned = blend_of(model)["tuned"] if blend_of(model) else model.state_dict()
         for alpha, what in via:
-            if isinstance(what, (int, float)):       # a point of the straight path: start + t (tuned - start)
-                t = float(what)
-                weights = {k: (start[k] + t * (v - start[k])) if v.is_floating_point() else v for k, v in tuned.items()}
-                record = {"source": f"start + {t:g} x (fine-tuned - start)", "mix": t}
+            if isinstance(what, (int, float)):   # a point of the straight path: start + t (fine-tuned - start)
+                weights = path_weights({"start": start, "tuned": model.state_dict()}, float(what))
+                record = {"source": f"start + {float(what):g} x (fine-tuned - start)", "mix": float(what)}
             else:
                 weights, record = read_via(what)
             points.append((float(alpha), weights))
@@ -71,7 +68,7 @@ def blend_shipped(name: str, anchors: list[list[float]], weights_dir: Path | Non
                                               + (", through the via points" if points else ""))}
     if points:
         config["noise_blend"]["via"] = records
-    w, _ = save_model(model, config, name, d, start=demosaicnet_state(model, source), via=[w for _, w in points])
+    w, _ = save_model(model, config, name, d, start=start, via=[w for _, w in points])
     load_model(name, weights_dir=d)              # what was written loads (key sets, via alphas)
     return w
 
